@@ -1,0 +1,52 @@
+# Self-explaining targets; every target but `setup` runs `setup` first (quick when done).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat setup.py | sha1sum | cut -c1-12)
+JARS := $(VENV)/share/ecom-pipeline/jars
+DEMO_LANDING ?= ./landing
+DEMO_LAKE ?= ./lakehouse
+DEMO_START ?= 2026-03-01
+DEMO_DAYS ?= 7
+DEMO_SCALE ?= 0.02
+SCALE ?= 1
+PYTEST_ARGS ?=
+
+.PHONY: help setup demo test test-fast lint format notebooks bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+setup: $(STAMP) $(JARS)/.done  ## create .venv with everything, fetch Delta Lake's jars (idempotent)
+
+$(STAMP): setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[local,dev]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+$(JARS)/.done: $(STAMP) tools/fetch_delta_jars.py tools/delta-jars.pom.xml
+	$(BIN)/python tools/fetch_delta_jars.py
+	touch $@
+
+demo: setup  ## generate a small data set, run every layer into ./lakehouse, summarize gold
+	$(BIN)/ecom-pipeline generate --landing $(DEMO_LANDING) --start $(DEMO_START) --days $(DEMO_DAYS) --scale $(DEMO_SCALE) --seed 7
+	$(BIN)/ecom-pipeline run --layer all --landing $(DEMO_LANDING) --lake $(DEMO_LAKE)
+	$(BIN)/ecom-pipeline summary --lake $(DEMO_LAKE)
+
+test: setup  ## run the whole test suite (slow tests included)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup  ## run the tests not marked slow
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup  ## ruff check and format check
+	$(BIN)/ruff check pipeline_lib jobs tests tools
+	$(BIN)/ruff format --check pipeline_lib jobs tests tools
+
+format: setup  ## format the code with ruff
+	$(BIN)/ruff format pipeline_lib jobs tests tools
+	$(BIN)/ruff check --fix pipeline_lib jobs tests tools
+
+clean:  ## remove the demo landing zone and lake
+	rm -rf $(DEMO_LANDING) $(DEMO_LAKE) spark-warehouse metastore_db derby.log

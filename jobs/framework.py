@@ -1,0 +1,185 @@
+"""What every job shares: its context, its result, the registry and the runner.
+
+A job is a function ``(ctx: JobContext) -> JobResult`` registered with :func:`job`. The
+runner times it, prints progress on stderr, and appends a run record to
+``<lake>/ops/pipeline_runs`` whether it succeeds or fails.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from pipeline_lib.config import PipelineConfig
+from pipeline_lib.delta_io import table_path
+from pipeline_lib.runs import RunRecord, record_run
+
+LAYER_ORDER = ("bronze", "silver", "gold")
+# Modules whose import registers jobs, in run order; a module not written yet is skipped.
+JOB_MODULES = ("jobs.bronze", "jobs.silver", "jobs.silver_clicks", "jobs.gold", "jobs.gold_aggregates")
+
+
+class JobFailedError(RuntimeError):
+    """A job failed; the message is the one-line reason shown to the operator."""
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a job gets: the session, the config, and this run's identity and options."""
+
+    spark: SparkSession
+    config: PipelineConfig
+    run_id: str
+    as_of: dt.date | None = None
+    full_refresh: bool = False
+
+    def path(self, layer: str, table: str) -> str:
+        """``<lake>/<layer>/<table>``."""
+        return table_path(self.config.paths.lake, layer, table)
+
+    def progress(self, message: str) -> None:
+        """One line of progress on stderr."""
+        print(f"[{dt.datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class JobResult:
+    """What a job reports: row counts, the Delta versions it wrote, and free-form details."""
+
+    rows_read: int = 0
+    rows_written: int = 0
+    rows_quarantined: int = 0
+    delta_versions: dict[str, int] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+JobFunction = Callable[[JobContext], JobResult]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    layer: str
+    name: str
+    func: JobFunction
+    description: str
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.layer}.{self.name}"
+
+
+_REGISTRY: dict[str, JobSpec] = {}
+
+
+def job(layer: str, name: str) -> Callable[[JobFunction], JobFunction]:
+    """Register a job function under ``<layer>.<name>``; registration order is run order."""
+    if layer not in LAYER_ORDER:
+        raise ValueError(f"unknown layer {layer!r}; expected one of {LAYER_ORDER}")
+
+    def register(func: JobFunction) -> JobFunction:
+        doc = (func.__doc__ or "").strip().splitlines()
+        _REGISTRY[f"{layer}.{name}"] = JobSpec(layer, name, func, doc[0] if doc else "")
+        return func
+
+    return register
+
+
+def registered_jobs() -> list[JobSpec]:
+    """Every job, bronze first, then silver, then gold, each layer in registration order."""
+    _load_job_modules()
+    # sorted() is stable: within a layer, registration order stays.
+    return sorted(_REGISTRY.values(), key=lambda spec: LAYER_ORDER.index(spec.layer))
+
+
+def select_jobs(layer: str, name: str | None = None) -> list[JobSpec]:
+    """The jobs for ``--layer`` (``all`` or one layer) and optional ``--job``.
+
+    Raises:
+        JobFailedError: The layer or the job name is unknown.
+    """
+    specs = registered_jobs()
+    if layer != "all":
+        if layer not in LAYER_ORDER:
+            raise JobFailedError(f"unknown layer {layer!r}; expected bronze, silver, gold or all")
+        specs = [s for s in specs if s.layer == layer]
+    if name:
+        chosen = [s for s in specs if name in (s.name, s.qualified_name)]
+        if not chosen:
+            known = ", ".join(s.qualified_name for s in specs)
+            raise JobFailedError(f"unknown job {name!r} for layer {layer}; known: {known}")
+        specs = chosen
+    return specs
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC time plus a random suffix."""
+    return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def run_job(spec: JobSpec, ctx: JobContext) -> JobResult:
+    """Run one job, report progress, and record the run whatever happens.
+
+    Raises:
+        JobFailedError: The job raised; the run record holds the error and traceback.
+    """
+    started = dt.datetime.now(dt.UTC)
+    clock = time.monotonic()
+    ctx.progress(f"{spec.qualified_name}: started (run {ctx.run_id})")
+    result: JobResult | None = None
+    error: BaseException | None = None
+    try:
+        result = spec.func(ctx)
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded, then re-raised below
+        error = exc
+    seconds = time.monotonic() - clock
+    outcome = result or JobResult()
+    message = None if error is None else one_line(error)
+    details = dict(outcome.details)
+    if error is not None:
+        details["traceback"] = "".join(traceback.format_exception(error))[-4000:]
+    record_run(
+        ctx.spark,
+        ctx.config.paths.lake,
+        RunRecord(
+            run_id=ctx.run_id, job=spec.qualified_name, layer=spec.layer, as_of_date=ctx.as_of,
+            started_at=started, ended_at=dt.datetime.now(dt.UTC),
+            status="failed" if error else "succeeded",
+            rows_read=outcome.rows_read, rows_written=outcome.rows_written,
+            rows_quarantined=outcome.rows_quarantined, delta_versions=outcome.delta_versions,
+            config_hash=ctx.config.fingerprint(), error=message, details=details,
+        ),
+    )
+    if error is not None:
+        ctx.progress(f"{spec.qualified_name}: FAILED after {seconds:.1f}s: {message}")
+        raise JobFailedError(f"{spec.qualified_name}: {message}") from error
+    ctx.progress(
+        f"{spec.qualified_name}: done in {seconds:.1f}s: {outcome.rows_read} rows in, "
+        f"{outcome.rows_written} written, {outcome.rows_quarantined} quarantined"
+    )
+    return outcome
+
+
+def one_line(error: BaseException) -> str:
+    """The first meaningful line of an error, for the operator."""
+    text = str(error).strip() or type(error).__name__
+    first = text.splitlines()[0].strip()
+    return f"{type(error).__name__}: {first}"[:500]
+
+
+def _load_job_modules() -> None:
+    import importlib
+
+    for module in JOB_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise

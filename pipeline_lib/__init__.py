@@ -1,0 +1,1 @@
+"""Shared PySpark library of the e-commerce lakehouse."""

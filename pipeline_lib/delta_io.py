@@ -1,0 +1,197 @@
+"""Delta Lake I/O at the edges: where tables live, and safe, explicit writes.
+
+Layout: ``<lake>/<layer>/<table>``, layers ``bronze``, ``silver``, ``gold``, ``quarantine``
+and ``ops``. Every helper checks the columns it needs before touching data and fails
+with a "found vs required" message; duplicate keys are reported before a MERGE.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+LAYERS = ("bronze", "silver", "gold", "quarantine", "ops")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class DeltaIOError(RuntimeError):
+    """A Delta write was refused before it touched the table."""
+
+
+class MissingColumnsError(DeltaIOError):
+    """A DataFrame lacks columns that a write needs."""
+
+
+class DuplicateKeyError(DeltaIOError):
+    """The source of a MERGE holds a key more than once."""
+
+
+def table_path(lake: str, layer: str, table: str) -> str:
+    """``<lake>/<layer>/<table>``; layer and table must be plain names, so no path leaves the lake.
+
+    Raises:
+        ValueError: The layer is unknown or the table name is not ``[a-z][a-z0-9_]*``.
+    """
+    if layer not in LAYERS:
+        raise ValueError(f"unknown layer {layer!r}; expected one of {', '.join(LAYERS)}")
+    if not _NAME.match(table):
+        raise ValueError(f"table name {table!r} is not a plain lower-case name ([a-z][a-z0-9_]*)")
+    return f"{lake.rstrip('/')}/{layer}/{table}"
+
+
+def table_exists(spark: SparkSession, path: str) -> bool:
+    """True if a Delta table lives at ``path``."""
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def read_table(spark: SparkSession, path: str, *, version: int | None = None) -> DataFrame:
+    """Read a Delta table, optionally as of an older version."""
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(path)
+
+
+def table_version(spark: SparkSession, path: str) -> int | None:
+    """The latest committed version of the table at ``path``, or None if there is no table."""
+    if not table_exists(spark, path):
+        return None
+    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])  # type: ignore[index]
+
+
+def require_columns(df: DataFrame, required: Iterable[str], *, what: str) -> None:
+    """Raise :class:`MissingColumnsError` listing found vs required columns."""
+    required = list(required)
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise MissingColumnsError(
+            f"{what}: missing columns {missing}; found {sorted(df.columns)}, required {required}"
+        )
+
+
+def assert_unique_keys(df: DataFrame, keys: Sequence[str], *, what: str) -> None:
+    """Raise :class:`DuplicateKeyError` with examples when ``keys`` repeat in ``df``."""
+    duplicates = df.groupBy(*keys).count().where(F.col("count") > 1).limit(3).collect()
+    if duplicates:
+        examples = ", ".join(str({k: row[k] for k in keys}) for row in duplicates)
+        raise DuplicateKeyError(f"{what}: key {list(keys)} repeats in the source, e.g. {examples}")
+
+
+def write_table(
+    df: DataFrame,
+    path: str,
+    *,
+    mode: str = "append",
+    partition_by: Sequence[str] = (),
+    properties: dict[str, str] | None = None,
+    overwrite_schema: bool = False,
+) -> None:
+    """Write ``df`` as one Delta commit (``append`` or ``overwrite``).
+
+    Args:
+        properties: Delta table properties, set when the table is created
+            (e.g. ``{"delta.enableChangeDataFeed": "true"}``).
+    """
+    if mode not in ("append", "overwrite"):
+        raise ValueError(f"mode must be 'append' or 'overwrite', got {mode!r}")
+    writer = df.write.format("delta").mode(mode)
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    if overwrite_schema:
+        writer = writer.option("overwriteSchema", "true")
+    else:
+        writer = writer.option("mergeSchema", "true")
+    for key, value in (properties or {}).items():
+        writer = writer.option(key, value)
+    writer.save(path)
+
+
+def upsert(
+    source: DataFrame,
+    path: str,
+    *,
+    keys: Sequence[str],
+    partition_by: Sequence[str] = (),
+    properties: dict[str, str] | None = None,
+    update_condition: str | None = None,
+) -> None:
+    """MERGE ``source`` into the table at ``path`` by ``keys``: update matches, insert the rest.
+
+    Creates the table from ``source`` when it does not exist yet. Rows that would change
+    nothing are not rewritten, so re-running with the same source commits no changed data.
+
+    Args:
+        keys: The merge key; it must be unique in ``source`` (checked first).
+        update_condition: Extra SQL condition on ``t`` (target) and ``s`` (source) for
+            updating a match, e.g. ``"s.updated_at > t.updated_at"``.
+
+    Raises:
+        MissingColumnsError: A key column is missing from ``source``.
+        DuplicateKeyError: A key repeats in ``source``.
+    """
+    require_columns(source, keys, what=f"upsert into {path}")
+    assert_unique_keys(source, keys, what=f"upsert into {path}")
+    spark = source.sparkSession
+    if not table_exists(spark, path):
+        write_table(source, path, mode="overwrite", partition_by=partition_by, properties=properties)
+        return
+    on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in source.columns if c not in keys)
+    condition = " AND ".join(f"({c})" for c in (update_condition, changed) if c)
+    (
+        DeltaTable.forPath(spark, path)
+        .alias("t")
+        .merge(source.alias("s"), on)
+        .whenMatchedUpdateAll(condition=condition or None)
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+
+
+def append_new(source: DataFrame, path: str, *, keys: Sequence[str], partition_by: Sequence[str] = ()) -> None:
+    """Insert the rows of ``source`` whose key is not in the table yet (insert-only MERGE).
+
+    Re-running with the same source inserts nothing: the append-once write for event data.
+
+    Raises:
+        DuplicateKeyError: A key repeats in ``source``.
+    """
+    require_columns(source, keys, what=f"append into {path}")
+    assert_unique_keys(source, keys, what=f"append into {path}")
+    spark = source.sparkSession
+    if not table_exists(spark, path):
+        write_table(source, path, mode="overwrite", partition_by=partition_by)
+        return
+    on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), on).whenNotMatchedInsertAll().execute()
+
+
+def register_lake_tables(spark: SparkSession, lake: str, layers: Sequence[str] = LAYERS) -> list[str]:
+    """Register every Delta table under ``<lake>/<layer>/`` as ``<layer>.<table>`` in the catalog.
+
+    So a notebook can write ``spark.table("gold.fact_orders")`` or plain SQL. Idempotent.
+    Listing uses Hadoop's file system, so it works on object stores too.
+
+    Returns:
+        The qualified names registered, sorted.
+    """
+    jvm = spark.sparkContext._jvm  # noqa: SLF001 - listing folders has no public Python API
+    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()  # noqa: SLF001
+    registered = []
+    for layer in layers:
+        root = jvm.org.apache.hadoop.fs.Path(f"{lake.rstrip('/')}/{layer}")
+        fs = root.getFileSystem(hadoop_conf)
+        if not fs.exists(root):
+            continue
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS `{layer}`")
+        for status in fs.listStatus(root):
+            name = status.getPath().getName()
+            path = table_path(lake, layer, name) if _NAME.match(name) else None
+            if status.isDirectory() and path and table_exists(spark, path):
+                spark.sql(f"CREATE TABLE IF NOT EXISTS `{layer}`.`{name}` USING DELTA LOCATION '{path}'")
+                registered.append(f"{layer}.{name}")
+    return sorted(registered)

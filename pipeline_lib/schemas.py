@@ -1,0 +1,213 @@
+"""Schema contracts of the landing zone and of the bronze tables.
+
+The landing contract (``../shared/CONTRACTS.md``) lists the fields of each source. Bronze
+keeps every field *as delivered*: all contract fields are read as strings (a nested JSON
+object or array keeps its JSON text), so a mistyped value is never lost before silver
+decides what to do with it. Each bronze row also carries lineage columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import types as T
+
+# Lineage and rescue columns that every bronze table adds to the delivered fields.
+SOURCE_FILE = "_source_file"
+INGEST_DATE = "_ingest_date"
+INGESTED_AT = "_ingested_at"
+RUN_ID = "_run_id"
+CORRUPT_RECORD = "_corrupt_record"
+RESCUED_DATA = "_rescued_data"
+
+BRONZE_LINEAGE_FIELDS = (
+    T.StructField(RESCUED_DATA, T.StringType(), True),
+    T.StructField(CORRUPT_RECORD, T.StringType(), True),
+    T.StructField(SOURCE_FILE, T.StringType(), False),
+    T.StructField(INGEST_DATE, T.DateType(), False),
+    T.StructField(INGESTED_AT, T.TimestampType(), False),
+    T.StructField(RUN_ID, T.StringType(), False),
+)
+
+
+@dataclass(frozen=True)
+class LandingSource:
+    """One landing-zone source: its folder name, file format and contract fields."""
+
+    name: str
+    file_format: str  # "csv" or "json"
+    fields: tuple[str, ...]
+
+    @property
+    def delivered_schema(self) -> T.StructType:
+        """The contract fields, all strings: how bronze reads them."""
+        return T.StructType([T.StructField(f, T.StringType(), True) for f in self.fields])
+
+    @property
+    def bronze_schema(self) -> T.StructType:
+        """The bronze table: delivered fields, then rescue and lineage columns."""
+        return T.StructType([*self.delivered_schema.fields, *BRONZE_LINEAGE_FIELDS])
+
+
+LANDING_SOURCES: dict[str, LandingSource] = {
+    source.name: source
+    for source in (
+        LandingSource(
+            "orders",
+            "csv",
+            (
+                "order_id", "customer_id", "order_status", "order_ts", "updated_at", "currency",
+                "channel", "ship_country", "ship_city", "payment_type", "shipping_fee",
+            ),
+        ),
+        LandingSource(
+            "order_items",
+            "csv",
+            ("order_id", "line_no", "product_id", "quantity", "unit_price", "discount_amount"),
+        ),
+        LandingSource(
+            "customers",
+            "csv",
+            (
+                "customer_id", "email", "first_name", "last_name", "phone", "country", "city",
+                "postal_code", "signup_ts", "updated_at", "marketing_opt_in",
+            ),
+        ),
+        LandingSource(
+            "clicks",
+            "json",
+            (
+                "event_id", "event_ts", "event_type", "anonymous_id", "customer_id", "session_id",
+                "product_id", "order_id", "quantity", "price", "page_url", "referrer", "search_query",
+                "utm", "device",
+            ),
+        ),
+        LandingSource(
+            "catalogue",
+            "json",
+            (
+                "product_id", "sku", "name", "brand", "category_path", "price", "currency", "is_active",
+                "updated_at", "attributes",
+            ),
+        ),
+        LandingSource("fx_rates", "csv", ("rate_date", "currency", "rate_to_base")),
+    )
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Silver: typed, cleaned, deduplicated. Money is decimal, time is UTC. Every silver table
+# keeps the lineage of the bronze row it came from (_source_file, _ingest_date, _run_id)
+# and the names of the 'flag' quality rules the row failed (_dq_flags, empty if none).
+# ---------------------------------------------------------------------------------------
+MONEY = T.DecimalType(18, 2)
+BASE_MONEY = T.DecimalType(22, 6)  # converted amounts keep precision; round only for display
+RATE = T.DecimalType(18, 8)
+DQ_FLAGS = "_dq_flags"
+
+SILVER_LINEAGE_FIELDS = (
+    T.StructField(SOURCE_FILE, T.StringType(), True),
+    T.StructField(INGEST_DATE, T.DateType(), True),
+    T.StructField(RUN_ID, T.StringType(), True),
+    T.StructField(DQ_FLAGS, T.ArrayType(T.StringType(), False), True),
+)
+
+
+def _struct(*fields: tuple[str, T.DataType], lineage: bool = True) -> T.StructType:
+    columns = [T.StructField(name, data_type, True) for name, data_type in fields]
+    return T.StructType([*columns, *(SILVER_LINEAGE_FIELDS if lineage else ())])
+
+
+SILVER_SCHEMAS: dict[str, T.StructType] = {
+    "fx_rates": _struct(("rate_date", T.DateType()), ("currency", T.StringType()), ("rate_to_base", RATE)),
+    "orders": _struct(
+        ("order_id", T.StringType()),
+        ("customer_id", T.StringType()),  # null for a guest checkout
+        ("order_status", T.StringType()),
+        ("order_ts", T.TimestampType()),
+        ("order_date", T.DateType()),  # the UTC calendar date of order_ts
+        ("updated_at", T.TimestampType()),
+        ("currency", T.StringType()),
+        ("channel", T.StringType()),
+        ("ship_country", T.StringType()),
+        ("ship_city", T.StringType()),
+        ("payment_type", T.StringType()),
+        ("shipping_fee", MONEY),
+        ("fx_rate_to_base", RATE),  # rate of order_date, or the latest earlier one
+        ("shipping_fee_base", BASE_MONEY),
+    ),
+    "order_items": _struct(
+        ("order_id", T.StringType()),
+        ("line_no", T.IntegerType()),
+        ("product_id", T.StringType()),
+        ("quantity", T.IntegerType()),
+        ("unit_price", MONEY),
+        ("discount_amount", MONEY),
+        ("net_amount", MONEY),  # quantity * unit_price - discount_amount, order currency
+        ("net_amount_base", BASE_MONEY),  # net_amount at the order's fx_rate_to_base
+        ("order_updated_at", T.TimestampType()),  # the order version these lines belong to
+    ),
+    "customers": _struct(  # SCD type 2; personal data in clear lives only here
+        ("customer_id", T.StringType()),
+        ("email", T.StringType()),
+        ("email_hash", T.StringType()),  # HMAC-SHA-256 of the lower-cased e-mail, hex
+        ("first_name", T.StringType()),
+        ("last_name", T.StringType()),
+        ("phone", T.StringType()),
+        ("country", T.StringType()),
+        ("city", T.StringType()),
+        ("postal_code", T.StringType()),
+        ("signup_ts", T.TimestampType()),
+        ("updated_at", T.TimestampType()),
+        ("marketing_opt_in", T.BooleanType()),
+        ("valid_from", T.TimestampType()),
+        ("valid_to", T.TimestampType()),  # null while current
+        ("is_current", T.BooleanType()),
+    ),
+    "products": _struct(  # SCD type 2; a product missing from a snapshot is closed as delisted
+        ("product_id", T.StringType()),
+        ("sku", T.StringType()),
+        ("name", T.StringType()),
+        ("brand", T.StringType()),
+        ("category_path", T.ArrayType(T.StringType(), True)),
+        ("category_l1", T.StringType()),
+        ("category_l2", T.StringType()),
+        ("category_l3", T.StringType()),
+        ("price", MONEY),
+        ("currency", T.StringType()),
+        ("is_active", T.BooleanType()),
+        ("is_delisted", T.BooleanType()),
+        ("updated_at", T.TimestampType()),
+        ("attributes", T.StringType()),  # the delivered JSON object, as text
+        ("valid_from", T.TimestampType()),
+        ("valid_to", T.TimestampType()),
+        ("is_current", T.BooleanType()),
+    ),
+    "clicks": _struct(
+        ("event_id", T.StringType()),
+        ("event_ts", T.TimestampType()),
+        ("event_date", T.DateType()),
+        ("event_type", T.StringType()),
+        ("anonymous_id", T.StringType()),
+        ("customer_id", T.StringType()),  # as delivered, or stitched from the device's login
+        ("session_id", T.StringType()),  # as delivered, or derived by the inactivity gap
+        ("is_session_derived", T.BooleanType()),
+        ("product_id", T.StringType()),
+        ("order_id", T.StringType()),
+        ("quantity", T.IntegerType()),
+        ("price", MONEY),
+        ("page_url", T.StringType()),
+        ("referrer", T.StringType()),
+        ("search_query", T.StringType()),
+        ("utm_source", T.StringType()),
+        ("utm_medium", T.StringType()),
+        ("utm_campaign", T.StringType()),
+        ("device_type", T.StringType()),
+        ("device_os", T.StringType()),
+        ("device_browser", T.StringType()),
+    ),
+}
+
+# Quarantine: the bronze row as delivered (all strings), the rules it failed, and where from.
+FAILED_RULES = "_failed_rules"
+QUARANTINED_AT = "_quarantined_at"

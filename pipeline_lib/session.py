@@ -1,0 +1,89 @@
+"""The one place a SparkSession is built.
+
+Locally (``python -m jobs``, notebooks, tests) the session runs in local mode with the
+Delta Lake jars that ``make setup`` cached in the virtualenv, so no start needs the
+network. Under ``spark-submit`` the submitter owns the master and the jars (``--master``,
+``--jars`` or ``--packages``): this builder then only adds the Delta extension, the
+catalog and the SQL settings from config.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from pipeline_lib.config import SparkConfig
+
+log = logging.getLogger(__name__)
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+JARS_DIR_ENV = "ECOM_JARS_DIR"
+
+
+class DeltaJarsMissingError(RuntimeError):
+    """Delta Lake's jars are not in the local cache; ``make setup`` fetches them."""
+
+
+def default_jars_dir() -> Path:
+    """Where ``make setup`` puts Delta Lake's jars: ``<venv>/share/ecom-pipeline/jars``."""
+    return Path(sys.prefix) / "share" / "ecom-pipeline" / "jars"
+
+
+def delta_jars(jars_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The cached Delta Lake jars, from ``jars_dir``, ``$ECOM_JARS_DIR`` or the virtualenv.
+
+    Raises:
+        DeltaJarsMissingError: No ``delta-spark`` jar is in the folder.
+    """
+    folder = Path(jars_dir or os.environ.get(JARS_DIR_ENV) or default_jars_dir())
+    jars = sorted(folder.glob("*.jar"))
+    if not any(j.name.startswith("delta-spark_") for j in jars):
+        raise DeltaJarsMissingError(
+            f"Delta Lake jars not found in {folder}: run `make setup` (it fetches them from Maven Central "
+            f"once), or point {JARS_DIR_ENV} at a folder holding them"
+        )
+    return jars
+
+
+def running_under_spark_submit() -> bool:
+    """True when this Python process was started by ``spark-submit`` (it opens the gateway first)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def build_spark_session(
+    settings: SparkConfig,
+    *,
+    app_name: str | None = None,
+    extra_conf: Mapping[str, str] | None = None,
+) -> SparkSession:
+    """Build (or return the running) Delta-enabled SparkSession.
+
+    Args:
+        settings: The ``spark`` section of the config: master, jars folder, log level and
+            the Spark settings to apply.
+        app_name: Overrides ``settings.app_name``, e.g. to name the job.
+        extra_conf: More Spark settings, applied last (tests use it for small partitions).
+
+    Returns:
+        The session. A second call in the same process returns the same session.
+    """
+    builder = SparkSession.builder.appName(app_name or settings.app_name)
+    if not running_under_spark_submit():
+        builder = builder.master(settings.master).config(
+            "spark.jars", ",".join(str(j) for j in delta_jars(settings.jars_dir))
+        )
+    builder = builder.config("spark.sql.extensions", DELTA_EXTENSION).config(
+        "spark.sql.catalog.spark_catalog", DELTA_CATALOG
+    )
+    for key, value in {**settings.conf, **(extra_conf or {})}.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(settings.log_level)
+    log.debug("spark session %s on %s", spark.sparkContext.applicationId, spark.sparkContext.master)
+    return spark

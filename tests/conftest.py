@@ -1,0 +1,55 @@
+"""Shared fixtures: one Delta-enabled SparkSession for the whole test session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from pipeline_lib.config import PipelineConfig, load_config
+from pipeline_lib.session import build_spark_session
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Small settings for small data: a shuffle over 8 partitions of 20 rows only costs time.
+TEST_SPARK_CONF = {
+    "spark.sql.shuffle.partitions": "2",
+    "spark.default.parallelism": "2",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.databricks.delta.snapshotPartitions": "1",
+    "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
+    "spark.databricks.delta.optimizeWrite.enabled": "false",
+    "spark.databricks.delta.autoCompact.enabled": "false",
+    "spark.sql.adaptive.enabled": "false",
+    "spark.driver.memory": "2g",
+}
+
+
+@pytest.fixture(scope="session")
+def base_config() -> PipelineConfig:
+    """The checked-in local config, read without any ECOM_* variable of the caller's shell."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ECOM")}
+    return load_config("local", conf_dir=REPO / "conf", environ=environ)
+
+
+@pytest.fixture(scope="session")
+def spark(base_config: PipelineConfig) -> Iterator[SparkSession]:
+    """A local[2] Delta-enabled session shared by every test."""
+    settings = base_config.spark
+    session = build_spark_session(
+        type(settings)(master="local[2]", app_name="ecom-tests", jars_dir=settings.jars_dir,
+                       log_level="ERROR", conf={**settings.conf, **TEST_SPARK_CONF}),
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def config(base_config: PipelineConfig, tmp_path: Path) -> PipelineConfig:
+    """The local config pointed at a fresh landing zone and lake under ``tmp_path``."""
+    (tmp_path / "landing").mkdir()
+    return base_config.with_paths(landing=str(tmp_path / "landing"), lake=str(tmp_path / "lake"))
