@@ -36,8 +36,13 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--landing", help="landing-zone root (overrides config and $ECOM_LANDING)")
     parser.add_argument("--lake", help="lake root (overrides config and $ECOM_LAKE)")
     parser.add_argument("--conf-dir", help="folder of the YAML config (default: the project's conf/)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override any config key, e.g. --set pipeline.base_currency=USD (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any config key, e.g. --set pipeline.base_currency=USD (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,13 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--days", type=int, required=True, help="number of daily deliveries")
     generate.add_argument("--scale", type=float, default=1.0, help="1 = about one million click events")
     generate.add_argument("--seed", type=int, default=7, help="random seed (same seed, same bytes)")
-    generate.add_argument("--defect-rate", type=float, default=0.003,
-                          help="share of injected defects of each kind (default 0.003)")
+    generate.add_argument(
+        "--defect-rate",
+        type=float,
+        default=0.003,
+        help="share of injected defects of each kind (default 0.003)",
+    )
 
     run = commands.add_parser("run", help="run pipeline jobs")
     run.add_argument("--layer", default="all", choices=["bronze", "silver", "gold", "all"])
     run.add_argument("--job", help="one job of the layer, e.g. orders or silver.orders")
-    run.add_argument("--as-of", type=_date, help="as-of date for gold aggregates (default: latest order date)")
+    run.add_argument(
+        "--as-of", type=_date, help="as-of date for gold aggregates (default: latest order date)"
+    )
     run.add_argument("--full-refresh", action="store_true", help="rebuild the selected tables from scratch")
     _config_options(run)
 
@@ -79,13 +90,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from pipeline_lib.generator import generate_landing
 
     report = generate_landing(
-        args.landing, start=args.start, days=args.days, scale=args.scale, seed=args.seed,
-        defect_rate=args.defect_rate, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+        args.landing,
+        start=args.start,
+        days=args.days,
+        scale=args.scale,
+        seed=args.seed,
+        defect_rate=args.defect_rate,
+        progress=lambda msg: print(msg, file=sys.stderr, flush=True),
     )
     rows = sum(report.rows_by_source.values())
+    clicks_per_second = report.rows_by_source.get("clicks", 0) / max(report.seconds, 1e-9)
     print(
         f"generated {rows} rows in {len(report.files)} files under {report.landing} "
-        f"in {report.seconds:.1f}s ({report.rows_by_source.get('clicks', 0) / max(report.seconds, 1e-9):,.0f} "
+        f"in {report.seconds:.1f}s ({clicks_per_second:,.0f} "
         f"click events/s); defects: {dict(report.defects)}"
     )
     return 0
@@ -98,9 +115,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_cli_config(args)
     specs = select_jobs(args.layer, args.job)
     spark = build_spark_session(config.spark)
-    ctx = JobContext(spark=spark, config=config, run_id=new_run_id(), as_of=args.as_of,
-                     full_refresh=args.full_refresh)
-    ctx.progress(f"run {ctx.run_id}: {len(specs)} jobs, landing {config.paths.landing}, lake {config.paths.lake}")
+    ctx = JobContext(
+        spark=spark, config=config, run_id=new_run_id(), as_of=args.as_of, full_refresh=args.full_refresh
+    )
+    ctx.progress(
+        f"run {ctx.run_id}: {len(specs)} jobs, landing {config.paths.landing}, lake {config.paths.lake}"
+    )
     for spec in specs:
         run_job(spec, ctx)
     return 0
@@ -130,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ecom-pipeline: interrupted", file=sys.stderr)
         return 130
-    except Exception as err:  # noqa: BLE001 - the operator gets one line; the run record has the rest
+    except Exception as err:
         from jobs.framework import one_line
 
         print(f"ecom-pipeline: error: {one_line(err)}", file=sys.stderr)

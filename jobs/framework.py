@@ -137,7 +137,7 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobResult:
     error: BaseException | None = None
     try:
         result = spec.func(ctx)
-    except Exception as exc:  # noqa: BLE001 - every failure is recorded, then re-raised below
+    except Exception as exc:
         error = exc
     seconds = time.monotonic() - clock
     outcome = result or JobResult()
@@ -149,12 +149,20 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobResult:
         ctx.spark,
         ctx.config.paths.lake,
         RunRecord(
-            run_id=ctx.run_id, job=spec.qualified_name, layer=spec.layer, as_of_date=ctx.as_of,
-            started_at=started, ended_at=dt.datetime.now(dt.UTC),
+            run_id=ctx.run_id,
+            job=spec.qualified_name,
+            layer=spec.layer,
+            as_of_date=ctx.as_of,
+            started_at=started,
+            ended_at=dt.datetime.now(dt.UTC),
             status="failed" if error else "succeeded",
-            rows_read=outcome.rows_read, rows_written=outcome.rows_written,
-            rows_quarantined=outcome.rows_quarantined, delta_versions=outcome.delta_versions,
-            config_hash=ctx.config.fingerprint(), error=message, details=details,
+            rows_read=outcome.rows_read,
+            rows_written=outcome.rows_written,
+            rows_quarantined=outcome.rows_quarantined,
+            delta_versions=outcome.delta_versions,
+            config_hash=ctx.config.fingerprint(),
+            error=message,
+            details=details,
         ),
     )
     if error is not None:

@@ -273,8 +273,9 @@ def _deep_set(target: dict[str, Any], parts: list[str], value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _merge(target: dict[str, Any], origins: dict[str, str], layer: Mapping[str, Any], origin: str,
-           prefix: str = "") -> None:
+def _merge(
+    target: dict[str, Any], origins: dict[str, str], layer: Mapping[str, Any], origin: str, prefix: str = ""
+) -> None:
     for key, value in layer.items():
         dotted = f"{prefix}{key}"
         # Mappings merge key by key, except the free-form ones whose keys are data.
@@ -297,7 +298,9 @@ def _build(env: str, merged: dict[str, Any], origins: dict[str, str]) -> Pipelin
     unknown = sorted(set(merged) - set(SECTIONS) - {"env"})
     if unknown:
         key = unknown[0]
-        raise ConfigError(f"unknown section {key!r} in {_origin(origins, key)} (known: {', '.join(SECTIONS)})")
+        raise ConfigError(
+            f"unknown section {key!r} in {_origin(origins, key)} (known: {', '.join(SECTIONS)})"
+        )
     sections = {
         name: _build_section(name, cls, merged.get(name) or {}, origins) for name, cls in SECTIONS.items()
     }
@@ -321,11 +324,16 @@ def _build_section(name: str, cls: type, values: Any, origins: dict[str, str]) -
         dotted = f"{name}.{key}"
         kwargs[key] = _coerce(dotted, fields[key].type, value, origins)
     missing = [
-        f.name for f in fields.values()
-        if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        f.name
+        for f in fields.values()
+        if f.name not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise ConfigError(f"missing key '{name}.{missing[0]}' (set it in conf/base.yaml or an environment file)")
+        raise ConfigError(
+            f"missing key '{name}.{missing[0]}' (set it in conf/base.yaml or an environment file)"
+        )
     return cls(**kwargs)
 
 
@@ -414,7 +422,9 @@ def _rule(dotted: str, value: Any, where: str) -> QualityRule:
     if rule.kind in ("unique", "reference") and not rule.columns:
         raise ConfigError(f"'{dotted}' in {where}: a {rule.kind} rule needs 'columns'")
     if rule.kind == "reference" and not (rule.ref_table and len(rule.ref_columns) == len(rule.columns)):
-        raise ConfigError(f"'{dotted}' in {where}: a reference rule needs 'ref_table' and matching 'ref_columns'")
+        raise ConfigError(
+            f"'{dotted}' in {where}: a reference rule needs 'ref_table' and matching 'ref_columns'"
+        )
     if rule.threshold is not None and not 0 <= rule.threshold <= 1:
         raise ConfigError(f"bad value for '{dotted}.threshold' in {where}: expected a share in [0, 1]")
     return rule
@@ -428,11 +438,16 @@ def _validate(config: PipelineConfig, origins: dict[str, str]) -> None:
         if not getattr(config.paths, key).strip():
             raise fail(f"paths.{key}", "must not be empty")
     if not _CURRENCY.match(config.pipeline.base_currency):
-        raise fail("pipeline.base_currency", f"expected an ISO-4217 code such as EUR, got {config.pipeline.base_currency!r}")
+        raise fail(
+            "pipeline.base_currency",
+            f"expected an ISO-4217 code such as EUR, got {config.pipeline.base_currency!r}",
+        )
     try:
         ZoneInfo(config.pipeline.source_timezone)
     except (ZoneInfoNotFoundError, ValueError) as err:
-        raise fail("pipeline.source_timezone", f"unknown time zone {config.pipeline.source_timezone!r}") from err
+        raise fail(
+            "pipeline.source_timezone", f"unknown time zone {config.pipeline.source_timezone!r}"
+        ) from err
     if not 1 <= config.pipeline.session_gap_minutes <= 24 * 60:
         raise fail("pipeline.session_gap_minutes", "expected minutes between 1 and 1440")
     if not config.pipeline.popularity_windows_days or min(config.pipeline.popularity_windows_days) < 1:

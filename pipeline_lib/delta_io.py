@@ -152,7 +152,9 @@ def upsert(
     )
 
 
-def append_new(source: DataFrame, path: str, *, keys: Sequence[str], partition_by: Sequence[str] = ()) -> None:
+def append_new(
+    source: DataFrame, path: str, *, keys: Sequence[str], partition_by: Sequence[str] = ()
+) -> None:
     """Insert the rows of ``source`` whose key is not in the table yet (insert-only MERGE).
 
     Re-running with the same source inserts nothing: the append-once write for event data.
@@ -167,7 +169,9 @@ def append_new(source: DataFrame, path: str, *, keys: Sequence[str], partition_b
         write_table(source, path, mode="overwrite", partition_by=partition_by)
         return
     on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-    DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), on).whenNotMatchedInsertAll().execute()
+    DeltaTable.forPath(spark, path).alias("t").merge(
+        source.alias("s"), on
+    ).whenNotMatchedInsertAll().execute()
 
 
 def register_lake_tables(spark: SparkSession, lake: str, layers: Sequence[str] = LAYERS) -> list[str]:
@@ -179,8 +183,8 @@ def register_lake_tables(spark: SparkSession, lake: str, layers: Sequence[str] =
     Returns:
         The qualified names registered, sorted.
     """
-    jvm = spark.sparkContext._jvm  # noqa: SLF001 - listing folders has no public Python API
-    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()  # noqa: SLF001
+    jvm = spark.sparkContext._jvm
+    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
     registered = []
     for layer in layers:
         root = jvm.org.apache.hadoop.fs.Path(f"{lake.rstrip('/')}/{layer}")

@@ -56,10 +56,19 @@ class RunRecord:
 def record_run(spark: SparkSession, lake: str, record: RunRecord) -> None:
     """Append one run record to ``<lake>/ops/pipeline_runs``."""
     row = (
-        record.run_id, record.job, record.layer, record.as_of_date,
-        _aware_utc(record.started_at), _aware_utc(record.ended_at), record.status,
-        int(record.rows_read), int(record.rows_written), int(record.rows_quarantined),
-        dict(record.delta_versions), record.config_hash, record.error,
+        record.run_id,
+        record.job,
+        record.layer,
+        record.as_of_date,
+        _aware_utc(record.started_at),
+        _aware_utc(record.ended_at),
+        record.status,
+        int(record.rows_read),
+        int(record.rows_written),
+        int(record.rows_quarantined),
+        dict(record.delta_versions),
+        record.config_hash,
+        record.error,
         json.dumps(dict(record.details), sort_keys=True, default=str),
     )
     write_table(spark.createDataFrame([row], RUN_RECORD_SCHEMA), table_path(lake, "ops", RUNS_TABLE))

@@ -58,7 +58,9 @@ def save_processed_version(
     )
 
 
-def read_appended_rows(spark: SparkSession, path: str, after_version: int | None) -> tuple[DataFrame, int | None]:
+def read_appended_rows(
+    spark: SparkSession, path: str, after_version: int | None
+) -> tuple[DataFrame, int | None]:
     """Rows inserted into an append-only table after ``after_version``, and the version read up to.
 
     Uses the change data feed (enabled on every table this project creates); with no

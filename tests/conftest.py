@@ -41,8 +41,13 @@ def spark(base_config: PipelineConfig) -> Iterator[SparkSession]:
     """A local[2] Delta-enabled session shared by every test."""
     settings = base_config.spark
     session = build_spark_session(
-        type(settings)(master="local[2]", app_name="ecom-tests", jars_dir=settings.jars_dir,
-                       log_level="ERROR", conf={**settings.conf, **TEST_SPARK_CONF}),
+        type(settings)(
+            master="local[2]",
+            app_name="ecom-tests",
+            jars_dir=settings.jars_dir,
+            log_level="ERROR",
+            conf={**settings.conf, **TEST_SPARK_CONF},
+        ),
     )
     yield session
     session.stop()

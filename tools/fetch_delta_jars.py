@@ -38,23 +38,42 @@ def main() -> int:
     if stamp.is_file():
         return 0
     if shutil.which("mvn") is None:
-        print("setup: Maven (mvn) is needed once to fetch Delta Lake's jars; install it (apt-get install maven).",
-              file=sys.stderr)
+        print(
+            "setup: Maven (mvn) is needed once to fetch Delta Lake's jars; "
+            "install it (apt-get install maven).",
+            file=sys.stderr,
+        )
         return 2
-    print(f"setup: fetching io.delta:{artifact}:{delta_version} and dependencies from Maven Central...",
-          file=sys.stderr)
+    print(
+        f"setup: fetching io.delta:{artifact}:{delta_version} and dependencies from Maven Central...",
+        file=sys.stderr,
+    )
     with tempfile.TemporaryDirectory() as staging:
         result = subprocess.run(
-            ["mvn", "-B", "-q", "-f", str(POM), "dependency:copy-dependencies",
-             f"-Ddelta.artifact={artifact}", f"-Ddelta.version={delta_version}",
-             f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
-            capture_output=True, text=True, check=False,
+            [
+                "mvn",
+                "-B",
+                "-q",
+                "-f",
+                str(POM),
+                "dependency:copy-dependencies",
+                f"-Ddelta.artifact={artifact}",
+                f"-Ddelta.version={delta_version}",
+                f"-DoutputDirectory={staging}",
+                "-DincludeScope=runtime",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-5:])
-            print(f"setup: could not fetch Delta Lake's jars from Maven Central "
-                  f"(https://repo.maven.apache.org). Check the network or a Maven mirror in "
-                  f"~/.m2/settings.xml, then run `make setup` again.\n{tail}", file=sys.stderr)
+            print(
+                f"setup: could not fetch Delta Lake's jars from Maven Central "
+                f"(https://repo.maven.apache.org). Check the network or a Maven mirror in "
+                f"~/.m2/settings.xml, then run `make setup` again.\n{tail}",
+                file=sys.stderr,
+            )
             return 3
         shipped = {artifact_of(j.name) for j in (Path(pyspark.__file__).parent / "jars").glob("*.jar")}
         if target.exists():
