@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--full-refresh", action="store_true", help="rebuild the selected tables from scratch")
     _config_options(run)
 
+    summary = commands.add_parser("summary", help="print the lake's tables and the gold headline numbers")
+    _config_options(summary)
+
     jobs_cmd = commands.add_parser("jobs", help="list the jobs")
     _config_options(jobs_cmd)
     return parser
@@ -126,6 +129,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summary(args: argparse.Namespace) -> int:
+    from jobs.summary import print_summary
+    from pipeline_lib.session import build_spark_session
+
+    config = load_cli_config(args)
+    print_summary(build_spark_session(config.spark), config.paths.lake)
+    return 0
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     from jobs.framework import registered_jobs
 
@@ -134,7 +146,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "run": cmd_run, "jobs": cmd_jobs}
+COMMANDS = {"generate": cmd_generate, "run": cmd_run, "summary": cmd_summary, "jobs": cmd_jobs}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
