@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     summary = commands.add_parser("summary", help="print the lake's tables and the gold headline numbers")
     _config_options(summary)
 
+    status = commands.add_parser("status", help="latest run of each job, and how fresh each gold table is")
+    _config_options(status)
+
+    maintain = commands.add_parser("maintain", help="OPTIMIZE and VACUUM every table of the lake")
+    _config_options(maintain)
+
     jobs_cmd = commands.add_parser("jobs", help="list the jobs")
     _config_options(jobs_cmd)
     return parser
@@ -138,6 +144,29 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from jobs.operations import print_status
+    from pipeline_lib.session import build_spark_session
+
+    config = load_cli_config(args)
+    print_status(build_spark_session(config.spark), config.paths.lake)
+    return 0
+
+
+def cmd_maintain(args: argparse.Namespace) -> int:
+    from jobs.operations import maintain
+    from pipeline_lib.session import build_spark_session
+
+    config = load_cli_config(args)
+    maintain(
+        build_spark_session(config.spark),
+        config.paths.lake,
+        config.maintenance,
+        progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
+    return 0
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     from jobs.framework import registered_jobs
 
@@ -146,7 +175,14 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "run": cmd_run, "summary": cmd_summary, "jobs": cmd_jobs}
+COMMANDS = {
+    "generate": cmd_generate,
+    "run": cmd_run,
+    "summary": cmd_summary,
+    "status": cmd_status,
+    "maintain": cmd_maintain,
+    "jobs": cmd_jobs,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from pyspark.sql import SparkSession
 
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.delta_io import table_path
+from pipeline_lib.locks import JobLockedError, job_lock
 from pipeline_lib.runs import RunRecord, record_run
 
 LAYER_ORDER = ("bronze", "silver", "gold")
@@ -136,8 +137,12 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobResult:
     result: JobResult | None = None
     error: BaseException | None = None
     try:
-        result = spec.func(ctx)
-    except Exception as exc:
+        with job_lock(ctx.spark, ctx.config.paths.lake, spec.qualified_name, ctx.run_id):
+            result = spec.func(ctx)
+    except JobLockedError as exc:
+        # Refused before it started: not a run of this job, so no run record.
+        raise JobFailedError(str(exc)) from exc
+    except Exception as exc:  # every failure is recorded, then re-raised below
         error = exc
     seconds = time.monotonic() - clock
     outcome = result or JobResult()

@@ -1,0 +1,100 @@
+"""Operator commands: ``status`` (latest runs, freshness) and ``maintain`` (OPTIMIZE, VACUUM)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from delta.tables import DeltaTable
+from pyspark.sql import SparkSession, Window
+from pyspark.sql import functions as F
+
+from pipeline_lib.config import MaintenanceConfig
+from pipeline_lib.delta_io import read_table, register_lake_tables, table_exists, table_path
+from pipeline_lib.runs import RUNS_TABLE
+
+SAFE_RETENTION_HOURS = 168
+# Columns that queries filter or join on, per table: OPTIMIZE clusters files by them.
+ZORDER_BY = {
+    "silver.clicks": ["anonymous_id"],
+    "gold.fact_order_lines": ["product_sk"],
+    "gold.fact_sessions": ["customer_id"],
+}
+
+
+class UnsafeRetentionError(ValueError):
+    """A VACUUM retention below Delta's safe minimum was asked for without allowing it."""
+
+
+def print_status(spark: SparkSession, lake: str) -> None:
+    """Print the latest run of each job and how fresh each gold table is."""
+    runs_path = table_path(lake, "ops", RUNS_TABLE)
+    if not table_exists(spark, runs_path):
+        print(f"no runs recorded in {runs_path} yet")
+        return
+    latest = Window.partitionBy("job").orderBy(F.desc("started_at"), F.desc("run_id"))
+    (
+        read_table(spark, runs_path)
+        .withColumn("n", F.row_number().over(latest))
+        .where(F.col("n") == 1)
+        .select(
+            "job",
+            "status",
+            "as_of_date",
+            "started_at",
+            F.round(F.col("ended_at").cast("double") - F.col("started_at").cast("double"), 1).alias(
+                "seconds"
+            ),
+            "rows_read",
+            "rows_written",
+            "rows_quarantined",
+            F.substring("error", 1, 80).alias("error"),
+        )
+        .orderBy("job")
+        .show(200, truncate=False)
+    )
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    print("gold freshness (last commit, UTC):")
+    for name in register_lake_tables(spark, lake, layers=("gold",)):
+        layer, table = name.split(".")
+        last = DeltaTable.forPath(spark, table_path(lake, layer, table)).history(1).first()
+        committed = last["timestamp"]
+        print(
+            f"  {name:32} version {last['version']:>5}  {committed:%Y-%m-%d %H:%M:%S}  "
+            f"({(now - committed).total_seconds() / 3600:.1f} h ago)"
+        )
+
+
+def maintain(
+    spark: SparkSession, lake: str, settings: MaintenanceConfig, *, progress=print
+) -> dict[str, str]:
+    """OPTIMIZE (with Z-order where queries gain) and VACUUM every table of the lake.
+
+    Raises:
+        UnsafeRetentionError: ``vacuum_retention_hours`` is below 168 h and
+            ``allow_unsafe_retention`` is false: a shorter retention can delete files
+            that a running reader or a time-travel query still needs.
+    """
+    hours = settings.vacuum_retention_hours
+    if hours < SAFE_RETENTION_HOURS and not settings.allow_unsafe_retention:
+        raise UnsafeRetentionError(
+            f"maintenance.vacuum_retention_hours = {hours} is below the safe {SAFE_RETENTION_HOURS} h; "
+            "set maintenance.allow_unsafe_retention: true to accept that older versions and "
+            "running readers may break"
+        )
+    if hours < SAFE_RETENTION_HOURS:
+        spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+    done = {}
+    for name in register_lake_tables(spark, lake):
+        layer, table = name.split(".")
+        table_obj = DeltaTable.forPath(spark, table_path(lake, layer, table))
+        optimizer = table_obj.optimize()
+        metrics = (
+            optimizer.executeZOrderBy(*ZORDER_BY[name])
+            if name in ZORDER_BY
+            else optimizer.executeCompaction()
+        )
+        removed = metrics.select("metrics.numFilesRemoved").first()[0]
+        table_obj.vacuum(float(hours))
+        done[name] = f"optimized ({removed} files compacted), vacuumed at {hours} h"
+        progress(f"maintain: {name}: {done[name]}")
+    return done
