@@ -12,7 +12,7 @@ DEMO_SCALE ?= 0.02
 SCALE ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test test-fast lint format notebooks bench clean
+.PHONY: help setup demo test test-fast lint format notebooks bench airflow-setup clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -41,12 +41,15 @@ test-fast: setup  ## run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup  ## ruff check and format check
-	$(BIN)/ruff check pipeline_lib jobs tests tools
-	$(BIN)/ruff format --check pipeline_lib jobs tests tools
+	$(BIN)/ruff check pipeline_lib jobs tests tools airflow/dags
+	$(BIN)/ruff format --check pipeline_lib jobs tests tools airflow/dags
 
 format: setup  ## format the code with ruff
-	$(BIN)/ruff format pipeline_lib jobs tests tools
-	$(BIN)/ruff check --fix pipeline_lib jobs tests tools
+	$(BIN)/ruff format pipeline_lib jobs tests tools airflow/dags
+	$(BIN)/ruff check --fix pipeline_lib jobs tests tools airflow/dags
+
+airflow-setup:  ## create .venv-airflow for the Airflow DAG (Airflow's pins clash with the project's; idempotent)
+	bash airflow/setup-venv.sh
 
 clean:  ## remove the demo landing zone and lake
 	rm -rf $(DEMO_LANDING) $(DEMO_LAKE) spark-warehouse metastore_db derby.log

@@ -1,0 +1,178 @@
+"""The daily run of the e-commerce lakehouse: one Airflow task per ``ecom-pipeline`` job.
+
+Bronze, then silver, then gold: every silver task waits for every bronze task and every
+gold task for every silver task (task groups ``bronze`` >> ``silver`` >> ``gold``), and the
+jobs that read a table of their own layer wait for its job too (``PipelineJob.after``).
+Each task runs, in the project's checkout::
+
+    ecom-pipeline run --layer <layer> --job <name> --as-of <YYYY-MM-DD>
+
+**The as-of date** is ``{{ data_interval_start | ds }}``: the calendar day the run's data
+interval covers. The schedule is a cron trigger at 02:00 UTC with a one-day interval, so
+the run of day D+1 02:00 covers [D 02:00, D+1 02:00) and passes ``--as-of D``, the last
+complete day. The project's as-of date is inclusive (gold aggregates keep orders and events
+dated up to and including it), so ``data_interval_end`` (D+1) would score every customer and
+product against a day that has barely started. It matches the crontab alternative
+``--as-of $(date -d yesterday +%F)``. Manual runs get the interval of the 24 hours before
+they were triggered, so the same rule applies.
+
+**Settings** are read when a task runs, on the worker: the Airflow Variable if it is set,
+else the worker's environment variable, else the default. Nothing is read at parse time.
+
+=====================  ====================  =============================================
+Airflow Variable       environment           default
+=====================  ====================  =============================================
+``ecom_project_dir``   ``ECOM_PROJECT_DIR``  the project holding this file (``../..``);
+                                             the tasks' working directory
+``ecom_pipeline``      ``ECOM_PIPELINE``     ``<project>/.venv/bin/ecom-pipeline``
+``ecom_lake``          ``ECOM_LAKE``         empty: the lake of ``conf/<env>.yaml``
+``ecom_landing``       ``ECOM_LANDING``      empty: the landing of ``conf/<env>.yaml``
+``ecom_env``           ``ECOM_ENV``          empty: ``local``
+=====================  ====================  =============================================
+
+The rest of the worker's environment reaches the jobs unchanged (``append_env``): secrets
+such as ``ECOM_HMAC_KEY`` belong there (or in a secrets backend), never in this file.
+``ECOM_MAX_PARALLEL_JOBS`` (read at parse time, default 2) caps how many jobs, each its own
+Spark driver, run at once. A job that is already running (a manual run, say) refuses to
+start a second time; the task then fails and retries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import pendulum
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import DAG, TaskGroup, Variable
+from airflow.timetables.trigger import CronTriggerTimetable
+
+DAG_ID = "ecom_pipeline"
+LAYERS = ("bronze", "silver", "gold")
+
+
+class PipelineJob(NamedTuple):
+    """One ``ecom-pipeline`` job and the jobs of its own layer whose tables it reads."""
+
+    layer: str
+    name: str
+    after: tuple[str, ...] = ()
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.layer}.{self.name}"
+
+
+# The one list of jobs; tests/integration/test_airflow_dag.py checks it against the project's
+# registry (`ecom-pipeline jobs`). `after` lists the tables of the job's own layer that it reads
+# (see the jobs' code): silver orders take the fx rate of their date; silver order lines take
+# their order's rate and are checked against orders and products; the gold facts look up the
+# dimensions' surrogate keys. Every other job reads only the layer before.
+PIPELINE_JOBS: tuple[PipelineJob, ...] = (
+    PipelineJob("bronze", "orders"),
+    PipelineJob("bronze", "order_items"),
+    PipelineJob("bronze", "customers"),
+    PipelineJob("bronze", "clicks"),
+    PipelineJob("bronze", "catalogue"),
+    PipelineJob("bronze", "fx_rates"),
+    PipelineJob("silver", "fx_rates"),
+    PipelineJob("silver", "customers"),
+    PipelineJob("silver", "products"),
+    PipelineJob("silver", "orders", after=("fx_rates",)),
+    PipelineJob("silver", "order_items", after=("orders", "products")),
+    PipelineJob("silver", "clicks"),
+    PipelineJob("gold", "dim_date"),
+    PipelineJob("gold", "dim_customer"),
+    PipelineJob("gold", "dim_product"),
+    PipelineJob("gold", "fact_order_lines", after=("dim_customer", "dim_product")),
+    PipelineJob("gold", "fact_orders", after=("dim_customer",)),
+    PipelineJob("gold", "fact_sessions"),
+    PipelineJob("gold", "customer_segments"),
+    PipelineJob("gold", "product_popularity"),
+)
+
+AS_OF_TEMPLATE = "{{ data_interval_start | ds }}"
+SCHEDULE = CronTriggerTimetable("0 2 * * *", timezone="UTC", interval=dt.timedelta(days=1))
+
+# Each setting's Airflow Variable and the worker's environment variable behind it.
+SETTINGS = {
+    "ecom_project_dir": "ECOM_PROJECT_DIR",
+    "ecom_pipeline": "ECOM_PIPELINE",
+    "ecom_lake": "ECOM_LAKE",
+    "ecom_landing": "ECOM_LANDING",
+    "ecom_env": "ECOM_ENV",
+}
+
+
+def ecom_setting(variable: str) -> str:
+    """A setting, resolved when a task renders its templates (on the worker), never at parse time.
+
+    Args:
+        variable: One of the Airflow Variable names of ``SETTINGS``, e.g. ``ecom_lake``.
+
+    Returns:
+        The Variable's value if set, else the worker's environment variable, else the default:
+        the project holding this file for ``ecom_project_dir``, its ``.venv/bin/ecom-pipeline``
+        for ``ecom_pipeline``, and an empty string (the project's config decides) otherwise.
+
+    Raises:
+        KeyError: ``variable`` is not one of ``SETTINGS``.
+    """
+    value = Variable.get(variable, default=None) or os.environ.get(SETTINGS[variable])
+    if value:
+        return str(value)
+    if variable == "ecom_project_dir":
+        return str(Path(__file__).resolve().parents[2])
+    if variable == "ecom_pipeline":
+        return str(Path(ecom_setting("ecom_project_dir")) / ".venv" / "bin" / "ecom-pipeline")
+    return ""
+
+
+def job_command(job: PipelineJob) -> str:
+    """The task's bash command (a Jinja template): run one job as of the interval's day."""
+    return f'"$ECOM_PIPELINE" run --layer {job.layer} --job {job.name} --as-of {AS_OF_TEMPLATE}'
+
+
+# Templated per task run; "$ECOM_PIPELINE" above is this environment's value.
+JOB_ENV = {
+    "ECOM_PIPELINE": "{{ ecom_setting('ecom_pipeline') }}",
+    "ECOM_LAKE": "{{ ecom_setting('ecom_lake') }}",
+    "ECOM_LANDING": "{{ ecom_setting('ecom_landing') }}",
+    "ECOM_ENV": "{{ ecom_setting('ecom_env') }}",
+}
+
+with DAG(
+    dag_id=DAG_ID,
+    description="Daily lakehouse run: landing -> bronze -> silver -> gold, one task per job.",
+    schedule=SCHEDULE,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    max_active_tasks=int(os.environ.get("ECOM_MAX_PARALLEL_JOBS", "2")),
+    default_args={
+        "retries": 2,
+        "retry_delay": dt.timedelta(minutes=10),
+        "execution_timeout": dt.timedelta(hours=3),
+    },
+    user_defined_macros={"ecom_setting": ecom_setting},
+    doc_md=__doc__,
+    tags=["ecom", "lakehouse"],
+) as dag:
+    groups = {layer: TaskGroup(group_id=layer) for layer in LAYERS}
+    tasks: dict[str, BashOperator] = {}
+    for pipeline_job in PIPELINE_JOBS:
+        tasks[pipeline_job.qualified_name] = BashOperator(
+            task_id=pipeline_job.name,  # shown as <layer>.<name>, the job's qualified name
+            task_group=groups[pipeline_job.layer],
+            bash_command=job_command(pipeline_job),
+            env=JOB_ENV,
+            append_env=True,
+            cwd="{{ ecom_setting('ecom_project_dir') }}",
+        )
+    for pipeline_job in PIPELINE_JOBS:
+        for name in pipeline_job.after:
+            tasks[f"{pipeline_job.layer}.{name}"] >> tasks[pipeline_job.qualified_name]
+    # Leaves of a group to the roots of the next: every job waits for the whole layer before.
+    groups["bronze"] >> groups["silver"] >> groups["gold"]
