@@ -228,6 +228,7 @@ SILVER_SCHEMAS: dict[str, T.StructType] = {
         ("event_type", T.StringType()),
         ("anonymous_id", T.StringType()),
         ("customer_id", T.StringType()),  # as delivered, or stitched from the device's login
+        ("is_customer_stitched", T.BooleanType()),  # customer_id came from a later login of the device
         ("session_id", T.StringType()),  # as delivered, or derived by the inactivity gap
         ("is_session_derived", T.BooleanType()),
         ("product_id", T.StringType()),
