@@ -1,0 +1,79 @@
+"""Pure silver transformations (``DataFrame -> DataFrame``) and their column helpers.
+
+Modules: :mod:`.common` (column helpers: text, codes, timestamps, numbers; ``keep_latest``),
+:mod:`.fx` (rates and the as-of lookup), :mod:`.orders` (orders and lines),
+:mod:`.customers`, :mod:`.products`. Clickstream transforms live in their own module.
+"""
+
+from __future__ import annotations
+
+from pipeline_lib.transforms.common import (
+    clean_string,
+    keep_latest,
+    lower_code,
+    parse_boolean,
+    parse_date,
+    parse_decimal,
+    parse_int,
+    parse_timestamp,
+    row_fingerprint,
+    upper_code,
+    utc_date,
+)
+from pipeline_lib.transforms.customers import clean_customers, to_silver_customers, with_email_hash
+from pipeline_lib.transforms.fx import clean_fx_rates, dedupe_fx_rates, to_silver_fx_rates, with_fx_rate
+from pipeline_lib.transforms.orders import (
+    clean_order_items,
+    clean_orders,
+    dedupe_order_items,
+    dedupe_orders,
+    order_versions,
+    to_silver_order_items,
+    to_silver_orders,
+    with_line_amounts,
+    with_order_version,
+    with_shipping_fee_base,
+    with_superseded_flag,
+)
+from pipeline_lib.transforms.products import (
+    clean_products,
+    dedupe_products,
+    to_silver_products,
+    with_delisted_products,
+)
+
+__all__ = [
+    "clean_customers",
+    "clean_fx_rates",
+    "clean_order_items",
+    "clean_orders",
+    "clean_products",
+    "clean_string",
+    "dedupe_fx_rates",
+    "dedupe_order_items",
+    "dedupe_orders",
+    "dedupe_products",
+    "keep_latest",
+    "lower_code",
+    "order_versions",
+    "parse_boolean",
+    "parse_date",
+    "parse_decimal",
+    "parse_int",
+    "parse_timestamp",
+    "row_fingerprint",
+    "to_silver_customers",
+    "to_silver_fx_rates",
+    "to_silver_order_items",
+    "to_silver_orders",
+    "to_silver_products",
+    "upper_code",
+    "utc_date",
+    "with_delisted_products",
+    "with_email_hash",
+    "with_fx_rate",
+    "with_line_amounts",
+    "with_order_version",
+    "with_shipping_fee_base",
+    "with_superseded_flag",
+]
