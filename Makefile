@@ -48,6 +48,10 @@ format: setup  ## format the code with ruff
 	$(BIN)/ruff format pipeline_lib jobs tests tools airflow/dags
 	$(BIN)/ruff check --fix pipeline_lib jobs tests tools airflow/dags
 
+notebooks: setup  ## open Jupyter on notebooks/ with the demo lake (run `make demo` first)
+	$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(BIN)/python -m pip install -q jupyterlab
+	ECOM_LAKE=$(abspath $(DEMO_LAKE)) $(BIN)/jupyter lab notebooks/
+
 airflow-setup:  ## create .venv-airflow for the Airflow DAG (Airflow's pins clash with the project's; idempotent)
 	bash airflow/setup-venv.sh
 

@@ -250,7 +250,13 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     for var, raw in environ.items():
         if not var.startswith(ENV_PREFIX):
             continue
-        parts = [p.lower() for p in var[len(ENV_PREFIX) :].split("__")]
+        raw_parts = var[len(ENV_PREFIX) :].split("__")
+        parts = [p.lower() for p in raw_parts]
+        if parts[:2] == ["spark", "conf"] and len(raw_parts) > 2:
+            # Spark keys are case-sensitive (snapshotPartitions): a tail written with lower-case
+            # letters is kept exactly; an all-upper one is lower-cased.
+            tail = "__".join(raw_parts[2:])
+            parts = [*parts[:2], tail if tail != tail.upper() else tail.lower()]
         if len(parts) < 2 or not all(parts):
             raise ConfigError(f"environment variable {var}: expected ECOM__<SECTION>__<KEY>")
         _deep_set(layer, parts, yaml.safe_load(raw) if raw.strip() else None)

@@ -66,6 +66,13 @@ def test_spark_conf_keys_with_dots_from_environment(tmp_path):
     assert config.spark.conf["spark.sql.session.timeZone"] == "UTC"
 
 
+def test_camel_case_spark_keys_keep_their_case_from_environment(tmp_path):
+    conf = make_conf(tmp_path)
+    environ = {"ECOM__SPARK__CONF__spark.databricks.delta.snapshotPartitions": "2"}
+    config = load_config("local", conf_dir=conf, environ=environ)
+    assert config.spark.conf["spark.databricks.delta.snapshotPartitions"] == "2"
+
+
 def test_unknown_key_names_key_and_file(tmp_path):
     conf = make_conf(tmp_path, local="pipeline:\n  sesion_gap_minutes: 20\n")
     with pytest.raises(ConfigError, match=r"unknown key 'pipeline.sesion_gap_minutes' in .*local.yaml"):

@@ -1,0 +1,141 @@
+"""The analyst notebooks run top to bottom on a lake built by the real pipeline, and draw charts.
+
+A small lake is built once for the module with the real command line (``generate`` then
+``run --layer all``) in a subprocess; each notebook is then executed in a fresh ``python3``
+kernel of this interpreter, pointed at that lake by ``$ECOM_LAKE``. The committed notebooks
+themselves must carry no outputs (checked without Spark).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOK_DIR = REPO / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+EXPECTED_NOTEBOOKS = {
+    "01_sales_overview.ipynb",
+    "02_customer_segments.ipynb",
+    "03_product_popularity.ipynb",
+    "04_data_quality_and_operations.ipynb",
+}
+# The gold tables each notebook is about: on a lake the pipeline built, none may be reported missing.
+GOLD_TABLES_USED = {
+    "01_sales_overview.ipynb": ["gold.fact_orders"],
+    "02_customer_segments.ipynb": ["gold.customer_segments"],
+    "03_product_popularity.ipynb": ["gold.product_popularity", "gold.dim_product", "gold.fact_sessions"],
+    "04_data_quality_and_operations.ipynb": ["ops.pipeline_runs", "ops.ingested_files"],
+}
+# Small settings for tiny data and two shared cores (ECOM__SECTION__KEY, docs/configuration.md).
+# The keys are read in lower case, so only all-lower-case Spark settings can be set this way.
+SMALL_SPARK_ENV = {
+    "ECOM__SPARK__MASTER": "local[2]",
+    "ECOM__SPARK__CONF__SPARK.SQL.SHUFFLE.PARTITIONS": "2",
+    "ECOM__SPARK__CONF__SPARK.UI.ENABLED": "false",
+}
+CELL_TIMEOUT_S = 300
+PIPELINE_TIMEOUT_S = 1800
+
+
+def _environment(**extra: str) -> dict[str, str]:
+    """This process's environment without the caller's ECOM_* settings, plus ``extra``."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ECOM")}
+    return {**environ, **SMALL_SPARK_ENV, **extra}
+
+
+def _cli(*args: str) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "jobs", *args],
+        cwd=REPO,
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=PIPELINE_TIMEOUT_S,
+        check=False,
+    )
+    if completed.returncode != 0:
+        tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-30:])
+        pytest.fail(f"`ecom-pipeline {' '.join(args)}` exited {completed.returncode}:\n{tail}")
+
+
+@pytest.fixture(scope="module")
+def demo_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lake built by the real pipeline from ten days of generated data (once per module)."""
+    root = tmp_path_factory.mktemp("notebook-lake")
+    landing, lake = root / "landing", root / "lake"
+    _cli(
+        "generate",
+        "--landing",
+        str(landing),
+        "--start",
+        "2026-03-01",
+        "--days",
+        "10",
+        "--scale",
+        "0.005",
+        "--seed",
+        "3",
+    )
+    _cli("run", "--layer", "all", "--landing", str(landing), "--lake", str(lake))
+    return lake
+
+
+def execute_notebook(path: Path, lake: Path) -> nbformat.NotebookNode:
+    """Run a notebook top to bottom in a fresh kernel on ``lake``; a failing cell raises."""
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        notebook,
+        kernel_name="python3",
+        timeout=CELL_TIMEOUT_S,
+        startup_timeout=120,
+        resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
+    )
+    client.execute(env=_environment(ECOM_LAKE=str(lake)))
+    return notebook
+
+
+def _outputs(notebook: nbformat.NotebookNode) -> list[dict]:
+    return [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+
+
+def _text(notebook: nbformat.NotebookNode) -> str:
+    parts = []
+    for output in _outputs(notebook):
+        parts.append(output.get("text", ""))
+        parts.append(output.get("data", {}).get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def test_every_notebook_is_committed_without_outputs() -> None:
+    assert {p.name for p in NOTEBOOKS} == EXPECTED_NOTEBOOKS
+    for path in NOTEBOOKS:
+        notebook = nbformat.read(path, as_version=4)
+        nbformat.validate(notebook)
+        code_cells = [c for c in notebook.cells if c.cell_type == "code"]
+        assert code_cells, f"{path.name} has no code"
+        assert all(c.outputs == [] and c.execution_count is None for c in code_cells), (
+            f"{path.name} carries outputs or execution counts: strip them before committing"
+        )
+        assert "open_lake()" in code_cells[0].source, f"{path.name} must open the lake with open_lake()"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_top_to_bottom_and_draws_charts(path: Path, demo_lake: Path) -> None:
+    executed = execute_notebook(path, demo_lake)
+
+    outputs = _outputs(executed)
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    charts = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert charts, f"{path.name} drew no chart"
+    text = _text(executed)
+    assert str(demo_lake) in text, f"{path.name} did not open the lake of $ECOM_LAKE"
+    missing = [t for t in GOLD_TABLES_USED[path.name] if f"{t} is not in this lake" in text]
+    assert not missing, f"{path.name} found no {missing} in a lake the pipeline built"
