@@ -1,0 +1,199 @@
+"""Schema contracts of the gold tables (``../shared/CONTRACTS.md``, "Gold tables").
+
+Every gold transform ends in :func:`conform_to` with one of these ``StructType``s, so the
+columns, their order and their types are fixed here and nowhere else. The contract lists
+the minimum columns; the extra ones are documented in ``docs/gold.md``.
+
+Personal data never reaches gold: no e-mail, first name, last name, phone or postal code
+(:data:`PII_COLUMNS`); customers are identified by ``customer_id`` and ``email_hash``.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from pipeline_lib.schemas import BASE_MONEY, MONEY, RATE
+
+
+def _schema(*fields: tuple[str, T.DataType]) -> T.StructType:
+    return T.StructType([T.StructField(name, data_type, True) for name, data_type in fields])
+
+
+# --- Aggregates (built by jobs/gold_aggregates.py; contract columns exactly) ---------------
+
+CUSTOMER_SEGMENTS_SCHEMA = _schema(  # one customer as of a date
+    ("customer_id", T.StringType()),
+    ("as_of_date", T.DateType()),
+    ("recency_days", T.IntegerType()),  # days from the last revenue order to as_of_date
+    ("frequency", T.LongType()),  # distinct revenue orders
+    ("monetary", BASE_MONEY),  # revenue, base currency
+    ("r_score", T.IntegerType()),  # 1..5, 5 best
+    ("f_score", T.IntegerType()),
+    ("m_score", T.IntegerType()),
+    ("segment", T.StringType()),
+)
+
+PRODUCT_POPULARITY_SCHEMA = _schema(  # one product per window as of a date
+    ("product_id", T.StringType()),
+    ("as_of_date", T.DateType()),
+    ("window_days", T.IntegerType()),
+    ("views", T.LongType()),
+    ("add_to_carts", T.LongType()),
+    ("purchases", T.LongType()),  # distinct orders
+    ("units", T.LongType()),
+    ("revenue", BASE_MONEY),
+    ("view_to_cart_rate", T.DoubleType()),
+    ("cart_to_purchase_rate", T.DoubleType()),
+    ("rank_in_category", T.IntegerType()),
+    ("rank_overall", T.IntegerType()),
+)
+
+# --- Star schema (built by jobs/gold.py) ---------------------------------------------------
+
+DIM_DATE_SCHEMA = _schema(  # one calendar day
+    ("date_key", T.IntegerType()),  # yyyymmdd
+    ("date", T.DateType()),
+    ("year", T.IntegerType()),
+    ("quarter", T.IntegerType()),
+    ("month", T.IntegerType()),
+    ("month_name", T.StringType()),  # January .. December
+    ("day_of_month", T.IntegerType()),
+    ("day_of_year", T.IntegerType()),
+    ("day_of_week", T.IntegerType()),  # ISO: 1 = Monday .. 7 = Sunday
+    ("day_name", T.StringType()),  # Monday .. Sunday
+    ("iso_week", T.IntegerType()),
+    ("is_weekend", T.BooleanType()),
+    ("year_month", T.StringType()),  # yyyy-MM
+)
+
+DIM_CUSTOMER_SCHEMA = _schema(  # one version of a customer (SCD type 2), plus unknown/inferred members
+    ("customer_sk", T.LongType()),
+    ("customer_id", T.StringType()),
+    ("email_hash", T.StringType()),
+    ("country", T.StringType()),
+    ("city", T.StringType()),
+    ("signup_ts", T.TimestampType()),
+    ("marketing_opt_in", T.BooleanType()),
+    ("valid_from", T.TimestampType()),
+    ("valid_to", T.TimestampType()),  # null while current
+    ("is_current", T.BooleanType()),
+    ("is_inferred", T.BooleanType()),  # known from orders only, not (yet) from the CRM
+)
+
+DIM_PRODUCT_SCHEMA = _schema(  # one version of a product (SCD type 2), plus unknown/inferred members
+    ("product_sk", T.LongType()),
+    ("product_id", T.StringType()),
+    ("sku", T.StringType()),
+    ("name", T.StringType()),
+    ("brand", T.StringType()),
+    ("category_l1", T.StringType()),
+    ("category_l2", T.StringType()),
+    ("category_l3", T.StringType()),
+    ("list_price", MONEY),  # as delivered by the catalogue, in list_price_currency
+    ("list_price_currency", T.StringType()),
+    ("is_active", T.BooleanType()),
+    ("is_delisted", T.BooleanType()),
+    ("valid_from", T.TimestampType()),
+    ("valid_to", T.TimestampType()),  # null while current
+    ("is_current", T.BooleanType()),
+    ("is_inferred", T.BooleanType()),  # known from order lines only, not (yet) from the catalogue
+)
+
+FACT_ORDER_LINES_SCHEMA = _schema(  # one order line, current state
+    ("order_id", T.StringType()),
+    ("line_no", T.IntegerType()),
+    ("order_ts", T.TimestampType()),
+    ("order_date_key", T.IntegerType()),
+    ("customer_id", T.StringType()),  # null for a guest checkout
+    ("customer_sk", T.LongType()),
+    ("product_id", T.StringType()),
+    ("product_sk", T.LongType()),
+    ("quantity", T.IntegerType()),
+    ("unit_price", MONEY),  # order currency
+    ("discount_amount", MONEY),  # order currency, whole line
+    ("net_amount", MONEY),  # order currency
+    ("net_amount_base", BASE_MONEY),  # base currency, at the order date's rate
+    ("fx_rate_to_base", RATE),
+    ("currency", T.StringType()),
+    ("order_status", T.StringType()),
+    ("channel", T.StringType()),
+    ("is_revenue", T.BooleanType()),
+)
+
+FACT_ORDERS_SCHEMA = _schema(  # one order, current state
+    ("order_id", T.StringType()),
+    ("customer_id", T.StringType()),  # null for a guest checkout
+    ("customer_sk", T.LongType()),
+    ("order_ts", T.TimestampType()),
+    ("order_date_key", T.IntegerType()),
+    ("updated_at", T.TimestampType()),
+    ("order_status", T.StringType()),
+    ("channel", T.StringType()),
+    ("ship_country", T.StringType()),
+    ("ship_city", T.StringType()),
+    ("payment_type", T.StringType()),
+    ("currency", T.StringType()),
+    ("line_count", T.LongType()),
+    ("item_count", T.LongType()),  # sum of quantities
+    ("net_amount_base", BASE_MONEY),  # sum of its lines; 0 without lines
+    ("shipping_fee_base", BASE_MONEY),
+    ("is_revenue", T.BooleanType()),
+)
+
+FACT_SESSIONS_SCHEMA = _schema(  # one visit
+    ("session_id", T.StringType()),
+    ("anonymous_id", T.StringType()),
+    ("customer_id", T.StringType()),  # the last known customer of the session, by time
+    ("start_ts", T.TimestampType()),
+    ("end_ts", T.TimestampType()),
+    ("duration_s", T.LongType()),
+    ("session_date_key", T.IntegerType()),  # of the first event
+    ("events", T.LongType()),
+    ("page_views", T.LongType()),
+    ("product_views", T.LongType()),
+    ("searches", T.LongType()),
+    ("add_to_carts", T.LongType()),
+    ("checkouts", T.LongType()),  # begin_checkout events
+    ("purchases", T.LongType()),  # distinct orders purchased
+    ("converted", T.BooleanType()),
+    ("funnel_step", T.StringType()),  # furthest step reached
+    ("funnel_step_no", T.IntegerType()),  # 1 page_view .. 5 purchase
+    ("landing_page", T.StringType()),
+    ("utm_source", T.StringType()),
+    ("utm_medium", T.StringType()),
+    ("utm_campaign", T.StringType()),
+    ("device_type", T.StringType()),
+    ("is_session_derived", T.BooleanType()),
+)
+
+GOLD_SCHEMAS: dict[str, T.StructType] = {
+    "dim_date": DIM_DATE_SCHEMA,
+    "dim_customer": DIM_CUSTOMER_SCHEMA,
+    "dim_product": DIM_PRODUCT_SCHEMA,
+    "fact_order_lines": FACT_ORDER_LINES_SCHEMA,
+    "fact_orders": FACT_ORDERS_SCHEMA,
+    "fact_sessions": FACT_SESSIONS_SCHEMA,
+    "customer_segments": CUSTOMER_SEGMENTS_SCHEMA,
+    "product_popularity": PRODUCT_POPULARITY_SCHEMA,
+}
+
+# Personal data of silver.customers that must never appear in a gold table.
+PII_COLUMNS = ("email", "first_name", "last_name", "phone", "postal_code")
+
+
+def conform_to(df: DataFrame, schema: T.StructType) -> DataFrame:
+    """Select the contract's columns, in its order, cast to its types.
+
+    Args:
+        df: Must hold every column of ``schema`` (extra columns are dropped).
+        schema: A gold contract from this module.
+
+    Returns:
+        ``df`` with exactly the contract's columns.
+
+    Raises:
+        pyspark.errors.AnalysisException: A contract column is missing.
+    """
+    return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
