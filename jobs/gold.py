@@ -32,6 +32,7 @@ from jobs.framework import JobContext, JobResult, job
 from pipeline_lib.delta_io import (
     assert_unique_keys,
     read_table,
+    replace_groups,
     table_exists,
     table_path,
     table_version,
@@ -43,7 +44,6 @@ from pipeline_lib.gold.facts import build_fact_order_lines, build_fact_orders
 from pipeline_lib.gold.sessions import build_fact_sessions
 from pipeline_lib.watermarks import CDF_PROPERTIES, WATERMARKS_TABLE
 
-_DELETE = "_gold_delete"
 _CHANGE_TYPES = ("insert", "update_preimage", "update_postimage", "delete")
 
 
@@ -202,38 +202,9 @@ def _sync_table(ctx: JobContext, built: DataFrame, path: str, *, keys: Sequence[
 def _replace_keys(
     ctx: JobContext, rebuilt: DataFrame, path: str, *, keys: Sequence[str], scope: DataFrame
 ) -> JobResult:
-    """Replace the rows of the ``scope`` keys with ``rebuilt`` in one MERGE.
-
-    ``scope`` holds the changed values of a key prefix (e.g. ``order_id``); ``rebuilt`` is
-    the complete new content of those keys. Target rows in scope that ``rebuilt`` lacks (a
-    removed order line) are deleted; unchanged rows are not rewritten.
-    """
-    stale = (
-        read_table(ctx.spark, path)
-        .join(scope, on=scope.columns, how="left_semi")
-        .select(*keys)
-        .join(rebuilt.select(*keys), on=list(keys), how="left_anti")
-    )
-    source = (
-        rebuilt.withColumn(_DELETE, F.lit(False))
-        .unionByName(stale.withColumn(_DELETE, F.lit(True)), allowMissingColumns=True)
-        .localCheckpoint()  # checked, then read twice by the MERGE: compute it once
-    )
-    if source.isEmpty():
+    """Replace the rows of the ``scope`` keys with ``rebuilt`` (see :func:`replace_groups`)."""
+    if not replace_groups(rebuilt, path, row_keys=keys, scope=scope):
         return _skipped("no rows in the changed scope")
-    assert_unique_keys(source, keys, what=f"merge into {path}")
-    on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-    changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in rebuilt.columns if c not in keys)
-    values = {f"`{c}`": f"s.`{c}`" for c in rebuilt.columns}
-    (
-        DeltaTable.forPath(ctx.spark, path)
-        .alias("t")
-        .merge(source.alias("s"), on)
-        .whenMatchedDelete(condition=f"s.{_DELETE}")
-        .whenMatchedUpdate(condition=f"NOT s.{_DELETE} AND ({changed})", set=values)
-        .whenNotMatchedInsert(condition=f"NOT s.{_DELETE}", values=values)
-        .execute()
-    )
     return _result(ctx, path, mode="incremental")
 
 

@@ -17,15 +17,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.framework import JobContext, JobResult, job
 from pipeline_lib.delta_io import (
-    assert_unique_keys,
     read_table,
+    replace_groups,
     table_exists,
     table_version,
     upsert,
@@ -230,9 +229,7 @@ def order_items(ctx: JobContext) -> JobResult:
     if ctx.full_refresh:
         write_table(lines, path, mode="overwrite", properties=CDF_PROPERTIES, overwrite_schema=True)
     elif written:
-        _replace_groups(
-            lines, path, group_keys=["order_id"], row_keys=["order_id", "line_no"], properties=CDF_PROPERTIES
-        )
+        replace_groups(lines, path, row_keys=["order_id", "line_no"], properties=CDF_PROPERTIES)
     counts = {"duplicates_removed": winning.count() - written, "superseded": superseded}
     return _finish(ctx, "order_items", batch, path, written=written, quarantined=quarantined, counts=counts)
 
@@ -332,7 +329,8 @@ def _merge_history(
     if ctx.full_refresh or not table_exists(ctx.spark, path):
         write_table(rows, path, mode="overwrite", properties=properties, overwrite_schema=ctx.full_refresh)
     elif _differs(rows, existing.join(rows.select(*keys).distinct(), on=list(keys), how="left_semi")):
-        _replace_groups(rows, path, group_keys=keys, row_keys=[*keys, "valid_from"], properties=properties)
+        affected = rows.select(*keys).distinct()
+        replace_groups(rows, path, row_keys=[*keys, "valid_from"], scope=affected, properties=properties)
     from_bronze_versions = new_versions - delisted_versions
     counts = {
         "duplicates_removed": received - distinct_starts,
@@ -349,48 +347,6 @@ def _differs(rows: DataFrame, recorded: DataFrame) -> bool:
     return not (
         rows.exceptAll(recorded.select(*columns)).isEmpty()
         and recorded.select(*columns).exceptAll(rows).isEmpty()
-    )
-
-
-def _replace_groups(
-    source: DataFrame,
-    path: str,
-    *,
-    group_keys: Sequence[str],
-    row_keys: Sequence[str],
-    properties: dict[str, str],
-) -> None:
-    """Make the table's rows of every group in ``source`` exactly ``source``'s rows, in one MERGE.
-
-    Rows of an affected group (e.g. an order's lines, a customer's versions) that are not
-    in ``source`` are deleted; the others are updated when changed, or inserted.
-    """
-    spark = source.sparkSession
-    if not table_exists(spark, path):
-        write_table(source, path, mode="overwrite", properties=properties)
-        return
-    assert_unique_keys(source, row_keys, what=f"replace groups in {path}")
-    affected = source.select(*group_keys).distinct()
-    gone = (
-        read_table(spark, path)
-        .join(affected, on=list(group_keys), how="left_semi")
-        .join(source.select(*row_keys), on=list(row_keys), how="left_anti")
-        .select(*row_keys)
-        .withColumn("_merge_delete", F.lit(True))
-    )
-    staged = source.withColumn("_merge_delete", F.lit(False)).unionByName(gone, allowMissingColumns=True)
-    staged = staged.localCheckpoint()
-    on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in row_keys)
-    changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in source.columns if c not in row_keys)
-    values = {f"`{c}`": f"s.`{c}`" for c in source.columns}
-    (
-        DeltaTable.forPath(spark, path)
-        .alias("t")
-        .merge(staged.alias("s"), on)
-        .whenMatchedDelete(condition="s._merge_delete")
-        .whenMatchedUpdate(condition=f"NOT s._merge_delete AND ({changed or 'false'})", set=values)
-        .whenNotMatchedInsert(condition="NOT s._merge_delete", values=values)
-        .execute()
     )
 
 

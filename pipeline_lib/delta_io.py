@@ -199,3 +199,69 @@ def register_lake_tables(spark: SparkSession, lake: str, layers: Sequence[str] =
                 spark.sql(f"CREATE TABLE IF NOT EXISTS `{layer}`.`{name}` USING DELTA LOCATION '{path}'")
                 registered.append(f"{layer}.{name}")
     return sorted(registered)
+
+
+def replace_groups(
+    source: DataFrame,
+    path: str,
+    *,
+    row_keys: Sequence[str],
+    scope: DataFrame | None = None,
+    properties: dict[str, str] | None = None,
+) -> bool:
+    """Make the table's rows of every affected group exactly ``source``'s rows, in one MERGE.
+
+    A group is a value of the columns of ``scope`` (default: the first row key's values in
+    ``source``), e.g. an order's lines or a customer's versions. Target rows of an affected
+    group missing from ``source`` (a removed order line) are deleted, changed rows updated,
+    new rows inserted; unchanged rows are not rewritten. Creates the table from ``source``
+    when it does not exist.
+
+    Args:
+        row_keys: Unique key of a row; checked in ``source`` before the MERGE.
+        scope: The affected groups (distinct values of a key prefix); a group in scope with
+            no rows in ``source`` loses all its rows.
+
+    Returns:
+        False when there was nothing to merge (no table change), True otherwise.
+
+    Raises:
+        DuplicateKeyError: A row key repeats in ``source``.
+    """
+    spark = source.sparkSession
+    require_columns(source, row_keys, what=f"replace groups in {path}")
+    assert_unique_keys(source, row_keys, what=f"replace groups in {path}")
+    if not table_exists(spark, path):
+        write_table(source, path, mode="overwrite", properties=properties)
+        return True
+    scope = source.select(row_keys[0]).distinct() if scope is None else scope
+    gone = (
+        read_table(spark, path)
+        .join(scope, on=scope.columns, how="left_semi")
+        .select(*row_keys)
+        .join(source.select(*row_keys), on=list(row_keys), how="left_anti")
+    )
+    # The staged rows are counted, then read twice by the MERGE: compute them once.
+    staged = (
+        source.withColumn(_DELETE_FLAG, F.lit(False))
+        .unionByName(gone.withColumn(_DELETE_FLAG, F.lit(True)), allowMissingColumns=True)
+        .localCheckpoint()
+    )
+    if staged.isEmpty():
+        return False
+    on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in row_keys)
+    changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in source.columns if c not in row_keys)
+    values = {f"`{c}`": f"s.`{c}`" for c in source.columns}
+    (
+        DeltaTable.forPath(spark, path)
+        .alias("t")
+        .merge(staged.alias("s"), on)
+        .whenMatchedDelete(condition=f"s.{_DELETE_FLAG}")
+        .whenMatchedUpdate(condition=f"NOT s.{_DELETE_FLAG} AND ({changed or 'false'})", set=values)
+        .whenNotMatchedInsert(condition=f"NOT s.{_DELETE_FLAG}", values=values)
+        .execute()
+    )
+    return True
+
+
+_DELETE_FLAG = "_merge_delete"

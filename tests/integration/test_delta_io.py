@@ -12,6 +12,7 @@ from pipeline_lib.delta_io import (
     append_new,
     read_table,
     register_lake_tables,
+    replace_groups,
     table_path,
     table_version,
     upsert,
@@ -101,3 +102,39 @@ def test_lake_tables_are_reachable_by_name(spark, tmp_path):
 
     assert register_lake_tables(spark, lake) == ["gold.fact_orders"]
     assert spark.sql("SELECT order_id FROM gold.fact_orders").first()[0] == "o1"
+
+
+LINES = T.StructType(
+    [
+        T.StructField("order_id", T.StringType(), False),
+        T.StructField("line_no", T.IntegerType(), False),
+        T.StructField("sku", T.StringType(), True),
+    ]
+)
+
+
+def test_replace_groups_makes_each_affected_group_exactly_the_source(spark, tmp_path):
+    path = str(tmp_path / "lines")
+    lines = lambda rows: spark.createDataFrame(rows, LINES)  # noqa: E731
+    replace_groups(
+        lines([("o1", 1, "a"), ("o1", 2, "b"), ("o2", 1, "c"), ("o3", 1, "d")]),
+        path,
+        row_keys=["order_id", "line_no"],
+    )
+    scope = spark.createDataFrame([("o1",), ("o3",)], "order_id string")
+
+    changed = replace_groups(lines([("o1", 1, "a2")]), path, row_keys=["order_id", "line_no"], scope=scope)
+
+    expected = lines([("o1", 1, "a2"), ("o2", 1, "c")])  # o1 line 2 removed, o3 emptied, o2 untouched
+    assert changed
+    assert_df_equality(read_table(spark, path), expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_replace_groups_with_nothing_in_scope_commits_nothing(spark, tmp_path):
+    path = str(tmp_path / "lines")
+    source = spark.createDataFrame([("o1", 1, "a")], LINES)
+    replace_groups(source, path, row_keys=["order_id", "line_no"])
+    empty = source.limit(0)
+
+    assert not replace_groups(empty, path, row_keys=["order_id", "line_no"], scope=empty.select("order_id"))
+    assert table_version(spark, path) == 0
