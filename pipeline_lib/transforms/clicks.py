@@ -83,18 +83,7 @@ _ZONED_TS = r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*([Zz]|[+-]\d{2}(:?\d{2})?|\[?[A-Za-
 _EVENT_ORDER = ("event_ts", "event_id")
 
 
-def _silver_clicks_schema() -> T.StructType:
-    """The silver contract, with ``is_customer_stitched`` after ``customer_id`` if it lacks it."""
-    contract = SILVER_SCHEMAS["clicks"]
-    if IS_CUSTOMER_STITCHED in contract.fieldNames():
-        return contract
-    fields = list(contract.fields)
-    position = contract.fieldNames().index("customer_id") + 1
-    fields.insert(position, T.StructField(IS_CUSTOMER_STITCHED, T.BooleanType(), True))
-    return T.StructType(fields)
-
-
-SILVER_CLICKS_SCHEMA = _silver_clicks_schema()
+SILVER_CLICKS_SCHEMA = SILVER_SCHEMAS["clicks"]
 
 
 # ------------------------------------------------------------------ column helpers (private)
