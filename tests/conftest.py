@@ -11,6 +11,7 @@ from pyspark.sql import SparkSession
 
 from pipeline_lib.config import PipelineConfig, load_config
 from pipeline_lib.session import build_spark_session
+from tests.support import REFERENCE_DAYS, REFERENCE_SCALE, REFERENCE_SEED, REFERENCE_START
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,3 +59,30 @@ def config(base_config: PipelineConfig, tmp_path: Path) -> PipelineConfig:
     """The local config pointed at a fresh landing zone and lake under ``tmp_path``."""
     (tmp_path / "landing").mkdir()
     return base_config.with_paths(landing=str(tmp_path / "landing"), lake=str(tmp_path / "lake"))
+
+
+@pytest.fixture(scope="session")
+def reference_lake(
+    spark: SparkSession, base_config: PipelineConfig, tmp_path_factory: pytest.TempPathFactory
+) -> PipelineConfig:
+    """A landing zone generated once and a lake built from it by every job, shared by the session.
+
+    Tests that compare a whole lake (end to end, notebooks, cluster, crashes, determinism) read
+    it; a test that changes a lake copies it first.
+    """
+    from jobs.framework import JobContext, new_run_id, run_job, select_jobs
+    from pipeline_lib.generator import generate_landing
+
+    root = tmp_path_factory.mktemp("reference")
+    config = base_config.with_paths(landing=str(root / "landing"), lake=str(root / "lake"))
+    generate_landing(
+        config.paths.landing,
+        start=REFERENCE_START,
+        days=REFERENCE_DAYS,
+        scale=REFERENCE_SCALE,
+        seed=REFERENCE_SEED,
+    )
+    ctx = JobContext(spark=spark, config=config, run_id=new_run_id())
+    for spec in select_jobs("all"):
+        run_job(spec, ctx)
+    return config

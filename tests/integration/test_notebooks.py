@@ -1,21 +1,20 @@
 """The analyst notebooks run top to bottom on a lake built by the real pipeline, and draw charts.
 
-A small lake is built once for the module with the real command line (``generate`` then
-``run --layer all``) in a subprocess; each notebook is then executed in a fresh ``python3``
-kernel of this interpreter, pointed at that lake by ``$ECOM_LAKE``. The committed notebooks
+Each notebook is executed in a fresh ``python3`` kernel of this interpreter, pointed by
+``$ECOM_LAKE`` at the session's reference lake (generated data through every job,
+tests/conftest.py). The committed notebooks
 themselves must carry no outputs (checked without Spark).
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
+from tests.support import cli_environment
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -33,58 +32,13 @@ GOLD_TABLES_USED = {
     "03_product_popularity.ipynb": ["gold.product_popularity", "gold.dim_product", "gold.fact_sessions"],
     "04_data_quality_and_operations.ipynb": ["ops.pipeline_runs", "ops.ingested_files"],
 }
-# Small settings for tiny data and two shared cores (ECOM__SECTION__KEY, docs/configuration.md).
-# The keys are read in lower case, so only all-lower-case Spark settings can be set this way.
-SMALL_SPARK_ENV = {
-    "ECOM__SPARK__MASTER": "local[2]",
-    "ECOM__SPARK__CONF__SPARK.SQL.SHUFFLE.PARTITIONS": "2",
-    "ECOM__SPARK__CONF__SPARK.UI.ENABLED": "false",
-}
 CELL_TIMEOUT_S = 300
-PIPELINE_TIMEOUT_S = 1800
-
-
-def _environment(**extra: str) -> dict[str, str]:
-    """This process's environment without the caller's ECOM_* settings, plus ``extra``."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("ECOM")}
-    return {**environ, **SMALL_SPARK_ENV, **extra}
-
-
-def _cli(*args: str) -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "jobs", *args],
-        cwd=REPO,
-        env=_environment(),
-        capture_output=True,
-        text=True,
-        timeout=PIPELINE_TIMEOUT_S,
-        check=False,
-    )
-    if completed.returncode != 0:
-        tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-30:])
-        pytest.fail(f"`ecom-pipeline {' '.join(args)}` exited {completed.returncode}:\n{tail}")
 
 
 @pytest.fixture(scope="module")
-def demo_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A lake built by the real pipeline from ten days of generated data (once per module)."""
-    root = tmp_path_factory.mktemp("notebook-lake")
-    landing, lake = root / "landing", root / "lake"
-    _cli(
-        "generate",
-        "--landing",
-        str(landing),
-        "--start",
-        "2026-03-01",
-        "--days",
-        "10",
-        "--scale",
-        "0.005",
-        "--seed",
-        "3",
-    )
-    _cli("run", "--layer", "all", "--landing", str(landing), "--lake", str(lake))
-    return lake
+def demo_lake(reference_lake) -> Path:
+    """The session's reference lake, built by every job from generated data (tests/conftest.py)."""
+    return Path(reference_lake.paths.lake)
 
 
 def execute_notebook(path: Path, lake: Path) -> nbformat.NotebookNode:
@@ -97,7 +51,7 @@ def execute_notebook(path: Path, lake: Path) -> nbformat.NotebookNode:
         startup_timeout=120,
         resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
     )
-    client.execute(env=_environment(ECOM_LAKE=str(lake)))
+    client.execute(env=cli_environment(ECOM_LAKE=str(lake)))
     return notebook
 
 

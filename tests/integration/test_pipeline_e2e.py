@@ -1,12 +1,12 @@
 """The whole pipeline on generated data: every layer, the contract's promises, and re-runs.
 
 One small landing zone (with the generator's default defects) goes through bronze, silver
-and gold once per module; the tests then check what analysts and operators rely on.
+and gold once per test session (the ``reference_lake`` fixture); the tests then check what
+analysts and operators rely on.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,6 @@ from pyspark.sql import types as T
 from jobs.framework import JobContext, new_run_id, run_job, select_jobs
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.delta_io import read_table, table_path, table_version
-from pipeline_lib.generator import generate_landing
 
 pytestmark = pytest.mark.slow
 
@@ -134,12 +133,9 @@ def lake_versions(spark: SparkSession, lake: str) -> dict[str, int | None]:
 
 
 @pytest.fixture(scope="module")
-def pipeline(spark, base_config, tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    config = base_config.with_paths(landing=str(root / "landing"), lake=str(root / "lake"))
-    generate_landing(config.paths.landing, start=dt.date(2026, 3, 1), days=6, scale=0.004, seed=11)
-    results = run_all(spark, config)
-    return config, results
+def pipeline(reference_lake):
+    """The session's reference lake: generated data through every job once (tests/conftest.py)."""
+    return reference_lake, None
 
 
 def gold(spark: SparkSession, config: PipelineConfig, table: str) -> DataFrame:

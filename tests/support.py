@@ -1,0 +1,60 @@
+"""Helpers shared by the tests that drive the real command line or build a whole lake."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The lake every whole-pipeline test compares with: small, with the generator's defects.
+REFERENCE_START = dt.date(2026, 3, 1)
+REFERENCE_DAYS = 6
+REFERENCE_SCALE = 0.004
+REFERENCE_SEED = 11
+
+# Small settings for tiny data and two shared cores (ECOM__SECTION__KEY, docs/configuration.md).
+# The keys are read in lower case, so only all-lower-case Spark settings can be set this way.
+SMALL_SPARK_ENV = {
+    "ECOM__SPARK__MASTER": "local[2]",
+    "ECOM__SPARK__CONF__SPARK.SQL.SHUFFLE.PARTITIONS": "2",
+    "ECOM__SPARK__CONF__SPARK.UI.ENABLED": "false",
+}
+CLI_TIMEOUT_S = 1800
+
+
+def cli_environment(**extra: str) -> dict[str, str]:
+    """This process's environment without the caller's ECOM_* settings, plus small Spark settings."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ECOM")}
+    return {**environ, **SMALL_SPARK_ENV, **extra}
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = CLI_TIMEOUT_S, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run ``ecom-pipeline <args>`` (as ``python -m jobs``) in a subprocess; fail the test on error.
+
+    Args:
+        args: The command line after ``ecom-pipeline``.
+        env: The environment; default :func:`cli_environment`.
+        timeout: Seconds before the subprocess is killed.
+        check: Fail the calling test when the command exits non-zero.
+    """
+    completed = subprocess.run(
+        [sys.executable, "-m", "jobs", *args],
+        cwd=REPO,
+        env=cli_environment() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and completed.returncode != 0:
+        tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-30:])
+        pytest.fail(f"`ecom-pipeline {' '.join(args)}` exited {completed.returncode}:\n{tail}")
+    return completed
