@@ -22,6 +22,7 @@ from pyspark.sql import types as T
 from jobs.framework import JobContext, JobResult, job
 from pipeline_lib.bronze import conform_to_bronze, file_stats, with_lineage
 from pipeline_lib.delta_io import read_table, table_exists, table_version, write_table
+from pipeline_lib.faults import crash_point
 from pipeline_lib.landing import DeliveryFile, list_delivery_files, read_delivery_file
 from pipeline_lib.schemas import INGEST_DATE, LANDING_SOURCES, RUN_ID, SOURCE_FILE, LandingSource
 from pipeline_lib.watermarks import CDF_PROPERTIES
@@ -63,11 +64,17 @@ def ingest_source(ctx: JobContext, source: LandingSource) -> JobResult:
     bronze_path = ctx.path("bronze", source.name)
     log_path = ctx.path("ops", INGEST_LOG_TABLE)
     listing = list_delivery_files(spark, ctx.config.paths.landing, source.name)
+    # A run as of a date ingests the deliveries up to that date; later ones wait for their day.
+    due = [f for f in listing.files if ctx.as_of is None or f.ingest_date <= ctx.as_of]
     logged = logged_files(spark, log_path, source.name)
-    in_bronze = files_in_bronze(spark, bronze_path, [f for f in listing.files if f.path not in logged])
-    new_files = [f for f in listing.files if f.path not in logged and f.path not in in_bronze]
-    repaired = [f for f in listing.files if f.path in in_bronze and f.path not in logged]
-    details: dict[str, object] = {"files_listed": len(listing.files), "not_deliveries": list(listing.ignored)}
+    in_bronze = files_in_bronze(spark, bronze_path, [f for f in due if f.path not in logged])
+    new_files = [f for f in due if f.path not in logged and f.path not in in_bronze]
+    repaired = [f for f in due if f.path in in_bronze and f.path not in logged]
+    details: dict[str, object] = {
+        "files_listed": len(listing.files),
+        "files_after_as_of": len(listing.files) - len(due),
+        "not_deliveries": list(listing.ignored),
+    }
     if not new_files and not repaired:
         ctx.progress(f"bronze.{source.name}: no new delivery files ({len(listing.files)} already ingested)")
         return JobResult(details=details)
@@ -77,7 +84,9 @@ def ingest_source(ctx: JobContext, source: LandingSource) -> JobResult:
         *_ingest_files(ctx, source, new_files, bronze_path),
         *_repair_log(ctx, source, repaired, bronze_path),
     ]
+    crash_point(f"bronze.before_log.{source.name}")
     _append_log(spark, log_path, outcomes, ctx.run_id)
+    crash_point(f"bronze.after_log.{source.name}")
     for outcome in outcomes:
         if outcome.problems:
             ctx.progress(f"bronze.{source.name}: {outcome.delivery.path}: {'; '.join(outcome.problems)}")

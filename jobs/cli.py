@@ -5,6 +5,7 @@ Examples::
     ecom-pipeline generate --landing ./landing --start 2026-03-01 --days 7 --scale 0.02 --seed 7
     ecom-pipeline run --layer all
     ecom-pipeline run --layer silver --job orders --lake /data/lake
+    ecom-pipeline run --layer all --from 2026-03-01 --to 2026-03-07     # backfill, day by day
     ./spark-submit.sh --master spark://host:7077 -- run --layer all
 
 Exit status 0 on success; otherwise non-zero with a one-line reason on stderr.
@@ -16,9 +17,14 @@ import argparse
 import datetime as dt
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline_lib.config import ConfigError, PipelineConfig, load_config, parse_assignment
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from jobs.framework import JobSpec
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -66,8 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--layer", default="all", choices=["bronze", "silver", "gold", "all"])
     run.add_argument("--job", help="one job of the layer, e.g. orders or silver.orders")
     run.add_argument(
-        "--as-of", type=_date, help="as-of date for gold aggregates (default: latest order date)"
+        "--as-of",
+        type=_date,
+        help="process deliveries up to this date and compute the gold aggregates as of it "
+        "(default: every delivery; aggregates as of the latest order date)",
     )
+    run.add_argument(
+        "--from",
+        dest="from_date",
+        type=_date,
+        metavar="DATE",
+        help="backfill: run the selected jobs once per as-of date from DATE to --to, oldest first",
+    )
+    run.add_argument("--to", dest="to_date", type=_date, metavar="DATE", help="last date of the backfill")
     run.add_argument("--full-refresh", action="store_true", help="rebuild the selected tables from scratch")
     _config_options(run)
 
@@ -79,6 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     maintain = commands.add_parser("maintain", help="OPTIMIZE and VACUUM every table of the lake")
     _config_options(maintain)
+
+    forget = commands.add_parser(
+        "forget-customer",
+        help="erase one customer's personal data and identifiers from every layer (right to erasure)",
+    )
+    forget.add_argument("--customer-id", required=True, help="the customer_id to erase")
+    forget.add_argument(
+        "--keep-history",
+        action="store_true",
+        help="do not vacuum now: older table versions keep the data until the next `maintain`",
+    )
+    _config_options(forget)
 
     jobs_cmd = commands.add_parser("jobs", help="list the jobs")
     _config_options(jobs_cmd)
@@ -118,21 +147,69 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from jobs.framework import JobContext, new_run_id, run_job, select_jobs
+    from jobs.framework import select_jobs
     from pipeline_lib.session import build_spark_session
 
+    dates = as_of_dates(args)
     config = load_cli_config(args)
     specs = select_jobs(args.layer, args.job)
-    spark = build_spark_session(config.spark)
-    ctx = JobContext(
-        spark=spark, config=config, run_id=new_run_id(), as_of=args.as_of, full_refresh=args.full_refresh
-    )
-    ctx.progress(
-        f"run {ctx.run_id}: {len(specs)} jobs, landing {config.paths.landing}, lake {config.paths.lake}"
-    )
-    for spec in specs:
-        run_job(spec, ctx)
+    run_jobs(build_spark_session(config.spark), config, specs, dates, full_refresh=args.full_refresh)
     return 0
+
+
+def run_jobs(
+    spark: SparkSession,
+    config: PipelineConfig,
+    specs: Sequence[JobSpec],
+    dates: Sequence[dt.date | None],
+    *,
+    full_refresh: bool = False,
+) -> None:
+    """Run ``specs`` in order once per as-of date (one run id per date), oldest date first.
+
+    Raises:
+        JobFailedError: A job failed; the jobs after it do not run.
+    """
+    from jobs.framework import JobContext, new_run_id, run_job
+
+    for position, as_of in enumerate(dates):
+        # A backfill rebuilds (--full-refresh) once, on its first date; later dates build on it.
+        ctx = JobContext(
+            spark=spark,
+            config=config,
+            run_id=new_run_id(),
+            as_of=as_of,
+            full_refresh=full_refresh and position == 0,
+        )
+        where = f"landing {config.paths.landing}, lake {config.paths.lake}"
+        if as_of is None:
+            ctx.progress(f"run {ctx.run_id}: {len(specs)} jobs, {where}")
+        else:
+            ctx.progress(
+                f"run {ctx.run_id} as of {as_of} ({position + 1}/{len(dates)}): {len(specs)} jobs, {where}"
+            )
+        for spec in specs:
+            run_job(spec, ctx)
+
+
+def as_of_dates(args: argparse.Namespace) -> list[dt.date | None]:
+    """The as-of dates of a ``run``: ``[None]``, ``[--as-of]``, or every day from ``--from`` to ``--to``.
+
+    Raises:
+        ConfigError: ``--from``/``--to`` are incomplete, reversed, or combined with ``--as-of``.
+    """
+    if args.from_date is None and args.to_date is None:
+        return [args.as_of]
+    if args.as_of is not None:
+        raise ConfigError(
+            "--as-of cannot be combined with --from/--to (a backfill sets the as-of date of each day)"
+        )
+    if args.from_date is None or args.to_date is None:
+        raise ConfigError("a backfill needs both --from DATE and --to DATE")
+    if args.from_date > args.to_date:
+        raise ConfigError(f"--from {args.from_date} is after --to {args.to_date}")
+    days = (args.to_date - args.from_date).days + 1
+    return [args.from_date + dt.timedelta(days=offset) for offset in range(days)]
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -167,6 +244,22 @@ def cmd_maintain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forget_customer(args: argparse.Namespace) -> int:
+    from jobs.erasure import forget_customer
+    from pipeline_lib.session import build_spark_session
+
+    config = load_cli_config(args)
+    report = forget_customer(
+        build_spark_session(config.spark),
+        config,
+        args.customer_id,
+        keep_history=args.keep_history,
+        progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
+    print(report.summary())
+    return 0
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     from jobs.framework import registered_jobs
 
@@ -181,6 +274,7 @@ COMMANDS = {
     "summary": cmd_summary,
     "status": cmd_status,
     "maintain": cmd_maintain,
+    "forget-customer": cmd_forget_customer,
     "jobs": cmd_jobs,
 }
 

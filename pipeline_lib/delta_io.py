@@ -14,6 +14,8 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from pipeline_lib.faults import crash_point
+
 LAYERS = ("bronze", "silver", "gold", "quarantine", "ops")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -107,7 +109,9 @@ def write_table(
         writer = writer.option("mergeSchema", "true")
     for key, value in (properties or {}).items():
         writer = writer.option(key, value)
+    crash_point("delta.before_commit", table=path)
     writer.save(path)
+    crash_point("delta.after_commit", table=path)
 
 
 def upsert(
@@ -142,6 +146,7 @@ def upsert(
     on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
     changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in source.columns if c not in keys)
     condition = " AND ".join(f"({c})" for c in (update_condition, changed) if c)
+    crash_point("delta.before_commit", table=path)
     (
         DeltaTable.forPath(spark, path)
         .alias("t")
@@ -150,6 +155,7 @@ def upsert(
         .whenNotMatchedInsertAll()
         .execute()
     )
+    crash_point("delta.after_commit", table=path)
 
 
 def append_new(
@@ -169,9 +175,11 @@ def append_new(
         write_table(source, path, mode="overwrite", partition_by=partition_by)
         return
     on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    crash_point("delta.before_commit", table=path)
     DeltaTable.forPath(spark, path).alias("t").merge(
         source.alias("s"), on
     ).whenNotMatchedInsertAll().execute()
+    crash_point("delta.after_commit", table=path)
 
 
 def register_lake_tables(spark: SparkSession, lake: str, layers: Sequence[str] = LAYERS) -> list[str]:
@@ -252,6 +260,7 @@ def replace_groups(
     on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in row_keys)
     changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in source.columns if c not in row_keys)
     values = {f"`{c}`": f"s.`{c}`" for c in source.columns}
+    crash_point("delta.before_commit", table=path)
     (
         DeltaTable.forPath(spark, path)
         .alias("t")
@@ -261,6 +270,7 @@ def replace_groups(
         .whenNotMatchedInsert(condition=f"NOT s.{_DELETE_FLAG}", values=values)
         .execute()
     )
+    crash_point("delta.after_commit", table=path)
     return True
 
 

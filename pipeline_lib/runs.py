@@ -12,6 +12,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from pipeline_lib.delta_io import table_path, write_table
+from pipeline_lib.faults import crash_point
 
 RUNS_TABLE = "pipeline_runs"
 
@@ -71,7 +72,9 @@ def record_run(spark: SparkSession, lake: str, record: RunRecord) -> None:
         record.error,
         json.dumps(dict(record.details), sort_keys=True, default=str),
     )
+    crash_point(f"run_record.before.{record.job}")
     write_table(spark.createDataFrame([row], RUN_RECORD_SCHEMA), table_path(lake, "ops", RUNS_TABLE))
+    crash_point(f"run_record.after.{record.job}")
 
 
 def _aware_utc(moment: dt.datetime) -> dt.datetime:

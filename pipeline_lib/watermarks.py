@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipeline_lib.delta_io import read_table, table_exists, table_path, table_version, upsert
+from pipeline_lib.faults import crash_point
 
 WATERMARKS_TABLE = "watermarks"
 CDF_PROPERTIES = {"delta.enableChangeDataFeed": "true"}
@@ -50,12 +51,14 @@ def save_processed_version(
 ) -> None:
     """Record that ``consumer`` has processed ``source`` up to ``version``."""
     row = (consumer, source, int(version), run_id, dt.datetime.now(dt.UTC))
+    crash_point(f"watermark.before_save.{consumer}")
     upsert(
         spark.createDataFrame([row], _SCHEMA),
         table_path(lake, "ops", WATERMARKS_TABLE),
         keys=["consumer", "source"],
         update_condition="s.version <> t.version",
     )
+    crash_point(f"watermark.after_save.{consumer}")
 
 
 def read_appended_rows(

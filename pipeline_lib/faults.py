@@ -1,0 +1,116 @@
+"""Fault injection for the crash-safety tests: kill this process at a named point.
+
+A TEST HOOK, inert in production. The pipeline calls :func:`crash_point` at the moments
+where a crash is most likely to lose or double data: just before and just after every
+Delta commit made through :mod:`pipeline_lib.delta_io`, around each watermark save and
+run record, and between a bronze append and its file-log entry. When the environment
+variable ``ECOM_CRASH_AT`` names the point, the process is killed with ``SIGKILL``, as a
+power cut or the kernel's OOM killer would: no ``finally`` block, no ``atexit`` hook, no
+Spark shutdown, nothing flushed. The Spark driver's JVM is killed first, so it cannot
+finish anything on its own either. When the variable is unset, a call costs one
+environment lookup.
+
+``ECOM_CRASH_AT=<point>[:<n>]``:
+
+- ``<point>`` is a dotted name, matched as a whole or as a prefix ending at a dot:
+  ``delta.after_commit`` matches ``delta.after_commit.silver.orders`` and every other
+  table, ``delta.after_commit.silver.orders`` only that table;
+- ``<n>`` (default 1) kills at the n-th matching point reached in this process, e.g.
+  ``delta.before_commit:3`` just before the third commit.
+
+The points (``<layer>.<table>`` names the Delta table, ``<job>`` is e.g. ``silver.orders``):
+
+============================================  ==============================================
+``delta.before_commit.<layer>.<table>``        a write, upsert, insert-only or group MERGE
+                                               is about to commit
+``delta.after_commit.<layer>.<table>``         it has committed
+``bronze.before_log.<source>``                 new files are in bronze, not yet in
+                                               ``ops.ingested_files``
+``bronze.after_log.<source>``                  the file log is written
+``watermark.before_save.<consumer>``           a silver job has written its table, the
+                                               watermark has not moved
+``watermark.after_save.<consumer>``            the watermark has moved
+``run_record.before.<job>``                    a job has finished its writes, no run record yet
+``run_record.after.<job>``                     the run record is written
+============================================  ==============================================
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+CRASH_ENV = "ECOM_CRASH_AT"
+
+# Matching points reached so far in this process, per ECOM_CRASH_AT value.
+_reached: dict[str, int] = {}
+
+
+def crash_point(name: str, *, table: str | None = None) -> None:
+    """Kill this process with SIGKILL if ``ECOM_CRASH_AT`` names this point (test hook).
+
+    Args:
+        name: The point's dotted name, e.g. ``delta.before_commit``.
+        table: A Delta table path ``<lake>/<layer>/<table>``; its ``<layer>.<table>`` is
+            appended to ``name``.
+
+    Raises:
+        ValueError: ``ECOM_CRASH_AT`` is set but malformed (e.g. ``point:0``).
+    """
+    wanted = os.environ.get(CRASH_ENV)
+    if not wanted:
+        return
+    point, occurrence = parse_crash_spec(wanted)
+    full_name = name if table is None else f"{name}.{table_label(table)}"
+    if not (full_name == point or full_name.startswith(f"{point}.")):
+        return
+    _reached[wanted] = _reached.get(wanted, 0) + 1
+    if _reached[wanted] == occurrence:
+        _kill_self(full_name)
+
+
+def parse_crash_spec(spec: str) -> tuple[str, int]:
+    """``"<point>[:<n>]"`` as ``(point, n)``.
+
+    Raises:
+        ValueError: The point is empty or ``n`` is not a whole number >= 1.
+    """
+    point, _, count = spec.strip().partition(":")
+    occurrence = int(count) if count.strip().isdigit() else -1 if count else 1
+    if not point or occurrence < 1:
+        raise ValueError(
+            f"{CRASH_ENV}={spec!r}: expected <point>[:<n>] with n >= 1, e.g. delta.before_commit:2"
+        )
+    return point, occurrence
+
+
+def table_label(path: str) -> str:
+    """``<layer>.<table>`` of a table path ``<lake>/<layer>/<table>``."""
+    parts = path.rstrip("/").split("/")
+    return ".".join(parts[-2:])
+
+
+def _kill_self(point: str) -> None:
+    jvm = _spark_driver_jvm_pid()
+    print(
+        f"{CRASH_ENV}: killing process {os.getpid()} (Spark JVM {jvm}) at {point}",
+        file=sys.stderr,
+        flush=True,
+    )
+    # PySpark runs the driver's JVM as a child process; left alone it would notice the closed
+    # pipe and shut down cleanly (running its shutdown hooks), which a real crash does not.
+    if jvm is not None:
+        try:
+            os.kill(jvm, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _spark_driver_jvm_pid() -> int | None:
+    """The pid of the JVM this process's SparkContext launched, if it launched one."""
+    context = sys.modules.get("pyspark.core.context") or sys.modules.get("pyspark.context")
+    gateway = getattr(getattr(context, "SparkContext", None), "_gateway", None)
+    process = getattr(gateway, "proc", None)
+    return None if process is None else int(process.pid)
