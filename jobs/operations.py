@@ -69,6 +69,9 @@ def maintain(
 ) -> dict[str, str]:
     """OPTIMIZE (with Z-order where queries gain) and VACUUM every table of the lake.
 
+    Then finishes the erasures recorded as pending by ``forget-customer --keep-history``:
+    their tables are vacuumed with zero retention (:func:`jobs.erasure.finish_pending_erasures`).
+
     Raises:
         UnsafeRetentionError: ``vacuum_retention_hours`` is below 168 h and
             ``allow_unsafe_retention`` is false: a shorter retention can delete files
@@ -97,4 +100,9 @@ def maintain(
         table_obj.vacuum(float(hours))
         done[name] = f"optimized ({removed} files compacted), vacuumed at {hours} h"
         progress(f"maintain: {name}: {done[name]}")
+    # Erasures run with --keep-history left older versions holding the customer: drop them now.
+    from jobs.erasure import finish_pending_erasures
+
+    for erasure_id, outcome in finish_pending_erasures(spark, lake, progress=progress).items():
+        done[f"erasure {erasure_id}"] = outcome
     return done
