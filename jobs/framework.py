@@ -7,6 +7,7 @@ runner times it, prints progress on stderr, and appends a run record to
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import sys
 import time
@@ -21,11 +22,15 @@ from pyspark.sql import SparkSession
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.delta_io import table_path
 from pipeline_lib.locks import JobLockedError, job_lock
+from pipeline_lib.retry import Retry, retry_on_conflict
 from pipeline_lib.runs import RunRecord, record_run
 
 LAYER_ORDER = ("bronze", "silver", "gold")
 # Modules whose import registers jobs, in run order; a module not written yet is skipped.
 JOB_MODULES = ("jobs.bronze", "jobs.silver", "jobs.silver_clicks", "jobs.gold", "jobs.gold_aggregates")
+# How often a job runs at most when Delta refuses a commit for a concurrent writer's change
+# (another tool's MERGE, an OPTIMIZE): every job is idempotent, so running it again is safe.
+JOB_CONFLICT_ATTEMPTS = 3
 
 
 class JobFailedError(RuntimeError):
@@ -128,17 +133,29 @@ def new_run_id() -> str:
 def run_job(spec: JobSpec, ctx: JobContext) -> JobResult:
     """Run one job, report progress, and record the run whatever happens.
 
+    A job refused by Delta for a concurrent writer's commit (see :mod:`pipeline_lib.retry`)
+    runs again, up to :data:`JOB_CONFLICT_ATTEMPTS` times in all, under the same lock; each
+    retry is a progress line and an entry of ``conflict_retries`` in the run record's details.
+
     Raises:
-        JobFailedError: The job raised; the run record holds the error and traceback.
+        JobFailedError: The job raised (or stayed refused by a concurrent writer); the run
+            record holds the error and traceback.
     """
     started = dt.datetime.now(dt.UTC)
     clock = time.monotonic()
     ctx.progress(f"{spec.qualified_name}: started (run {ctx.run_id})")
     result: JobResult | None = None
     error: BaseException | None = None
+    retries: list[Retry] = []
     try:
         with job_lock(ctx.spark, ctx.config.paths.lake, spec.qualified_name, ctx.run_id):
-            result = spec.func(ctx)
+            result = retry_on_conflict(
+                lambda: spec.func(ctx),
+                what=spec.qualified_name,
+                attempts=JOB_CONFLICT_ATTEMPTS,
+                progress=ctx.progress,
+                on_retry=retries.append,
+            )
     except JobLockedError as exc:
         # Refused before it started: not a run of this job, so no run record.
         raise JobFailedError(str(exc)) from exc
@@ -148,27 +165,31 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobResult:
     outcome = result or JobResult()
     message = None if error is None else one_line(error)
     details = dict(outcome.details)
+    if retries:
+        details["conflict_retries"] = [dataclasses.asdict(r) for r in retries]
     if error is not None:
         details["traceback"] = "".join(traceback.format_exception(error))[-4000:]
-    record_run(
-        ctx.spark,
-        ctx.config.paths.lake,
-        RunRecord(
-            run_id=ctx.run_id,
-            job=spec.qualified_name,
-            layer=spec.layer,
-            as_of_date=ctx.as_of,
-            started_at=started,
-            ended_at=dt.datetime.now(dt.UTC),
-            status="failed" if error else "succeeded",
-            rows_read=outcome.rows_read,
-            rows_written=outcome.rows_written,
-            rows_quarantined=outcome.rows_quarantined,
-            delta_versions=outcome.delta_versions,
-            config_hash=ctx.config.fingerprint(),
-            error=message,
-            details=details,
-        ),
+    record = RunRecord(
+        run_id=ctx.run_id,
+        job=spec.qualified_name,
+        layer=spec.layer,
+        as_of_date=ctx.as_of,
+        started_at=started,
+        ended_at=dt.datetime.now(dt.UTC),
+        status="failed" if error else "succeeded",
+        rows_read=outcome.rows_read,
+        rows_written=outcome.rows_written,
+        rows_quarantined=outcome.rows_quarantined,
+        delta_versions=outcome.delta_versions,
+        config_hash=ctx.config.fingerprint(),
+        error=message,
+        details=details,
+    )
+    # A blind append, refused only while another writer creates the runs table: retry it.
+    retry_on_conflict(
+        lambda: record_run(ctx.spark, ctx.config.paths.lake, record),
+        what=f"{spec.qualified_name}: run record",
+        progress=ctx.progress,
     )
     if error is not None:
         ctx.progress(f"{spec.qualified_name}: FAILED after {seconds:.1f}s: {message}")
@@ -181,10 +202,35 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobResult:
 
 
 def one_line(error: BaseException) -> str:
-    """The first meaningful line of an error, for the operator."""
-    text = str(error).strip() or type(error).__name__
-    first = text.splitlines()[0].strip()
-    return f"{type(error).__name__}: {first}"[:500]
+    """The first meaningful line of an error, for the operator.
+
+    A JVM error that PySpark passes on raw (``Py4JJavaError``: "An error occurred while
+    calling o123.save.") says nothing by itself; its innermost Java cause does (e.g.
+    ``java.io.EOFException: Unexpected end of input stream``), so that is the line shown.
+    """
+    return f"{type(error).__name__}: {reason_of(error)}"[:500]
+
+
+def reason_of(error: BaseException) -> str:
+    """The first line of what went wrong: the innermost Java cause of a raw JVM error, else the message."""
+    text = _java_root_cause(error) or str(error).strip() or type(error).__name__
+    return text.splitlines()[0].strip()
+
+
+def _java_root_cause(error: BaseException) -> str | None:
+    java = getattr(error, "java_exception", None)  # set on py4j's Py4JJavaError
+    if java is None:
+        return None
+    try:
+        cause = java
+        for _ in range(50):  # a cause chain is short; never loop on a cyclic one
+            deeper = cause.getCause()
+            if deeper is None:
+                break
+            cause = deeper
+        return str(cause.toString()).strip() or None
+    except Exception:  # the gateway is gone: fall back to the Python message
+        return None
 
 
 def _load_job_modules() -> None:

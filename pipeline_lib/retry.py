@@ -1,0 +1,162 @@
+"""Retry an action when Delta refuses its commit because a concurrent writer got there first.
+
+Delta's optimistic concurrency lets two writers work on one table; the second to commit
+is refused with a concurrent-modification error (``ConcurrentAppendException`` and its
+siblings in :mod:`delta.exceptions`) when the winner changed what it read. Nothing of the
+refused transaction is in the table, so running an idempotent action again (a MERGE by
+key, a whole job whose writes are keyed and whose watermark is saved last) is safe.
+:func:`retry_on_conflict` does that a bounded number of times, with jittered exponential
+backoff, reporting each retry as one progress line; any other error goes through at once.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import delta.exceptions  # noqa: F401  (installs the JVM-to-Python conversion of Delta's errors)
+from delta.exceptions.base import (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    DeltaConcurrentModificationException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
+
+__all__ = [
+    "CONFLICT_ERRORS",
+    "DEFAULT_ATTEMPTS",
+    "ConflictRetriesExhaustedError",
+    "Retry",
+    "conflict_summary",
+    "is_delta_conflict",
+    "retry_on_conflict",
+]
+
+T = TypeVar("T")
+
+# The Python classes of Delta's commit conflicts (the classic client's captured exceptions
+# subclass these, so isinstance works for both).
+CONFLICT_ERRORS: tuple[type[BaseException], ...] = (
+    ConcurrentAppendException,
+    ConcurrentDeleteReadException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    DeltaConcurrentModificationException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
+# The same errors when they reach Python wrapped in another error (a Py4J error, or a
+# Spark error whose cause is the conflict): the JVM class names and Delta's error classes.
+_CONFLICT_MARKERS = (
+    "io.delta.exceptions.Concurrent",
+    "io.delta.exceptions.MetadataChangedException",
+    "io.delta.exceptions.ProtocolChangedException",
+    "io.delta.exceptions.DeltaConcurrentModificationException",
+    "[DELTA_CONCURRENT_",
+    "[DELTA_METADATA_CHANGED",
+    "[DELTA_PROTOCOL_CHANGED",
+)
+DEFAULT_ATTEMPTS = 4
+DEFAULT_BASE_DELAY_S = 0.5
+DEFAULT_MAX_DELAY_S = 8.0
+
+
+class ConflictRetriesExhaustedError(RuntimeError):
+    """Every attempt of an action was refused by a concurrent Delta writer."""
+
+
+@dataclass(frozen=True)
+class Retry:
+    """One retry: the attempt that conflicted (1-based), its one-line error and the wait before the next."""
+
+    attempt: int
+    error: str
+    waited_s: float
+
+
+def is_delta_conflict(error: BaseException) -> bool:
+    """True when ``error``, or an error it was raised from, is a Delta commit conflict."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, CONFLICT_ERRORS):
+            return True
+        text = str(current)
+        if any(marker in text for marker in _CONFLICT_MARKERS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def retry_on_conflict(
+    action: Callable[[], T],
+    *,
+    what: str,
+    attempts: int = DEFAULT_ATTEMPTS,
+    base_delay_s: float = DEFAULT_BASE_DELAY_S,
+    max_delay_s: float = DEFAULT_MAX_DELAY_S,
+    progress: Callable[[str], None] | None = None,
+    on_retry: Callable[[Retry], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``action``; when Delta refuses its commit for a concurrent change, wait and run it again.
+
+    The wait before retry ``n`` is ``base_delay_s * 2**(n-1)`` (at most ``max_delay_s``),
+    times a random factor in [0.5, 1.5) so that two writers that collided do not collide
+    again in step. Only idempotent actions may be retried: the refused attempt committed
+    nothing, but anything the action committed *before* its refused commit stays.
+
+    Args:
+        action: The work to run; called once per attempt, without arguments.
+        what: What the action is, for the progress lines and the final error (e.g. a job name).
+        attempts: How many times to run it at most (>= 1).
+        progress: Called with one line per retry (e.g. ``JobContext.progress``).
+        on_retry: Called with each :class:`Retry` (e.g. to record it in a run record).
+        sleep: How to wait (tests pass a fake).
+
+    Returns:
+        What ``action`` returned on the first attempt that was not refused.
+
+    Raises:
+        ConflictRetriesExhaustedError: Every attempt was refused; the last conflict is its cause.
+        Exception: Any error that is not a Delta conflict, unchanged, on the attempt it happened.
+    """
+    if attempts < 1:
+        raise ValueError(f"attempts must be at least 1, got {attempts}")
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as error:
+            if not is_delta_conflict(error):
+                raise
+            reason = conflict_summary(error)
+            if attempt == attempts:
+                raise ConflictRetriesExhaustedError(
+                    f"{what}: still refused by a concurrent Delta writer after {attempts} attempts "
+                    f"(last: {reason}); run it again when the other writer is done"
+                ) from error
+            waited = min(max_delay_s, base_delay_s * 2 ** (attempt - 1)) * (0.5 + random.random())
+            if progress is not None:
+                progress(
+                    f"{what}: attempt {attempt} of {attempts} refused by a concurrent Delta writer "
+                    f"({reason}); retrying in {waited:.1f}s"
+                )
+            if on_retry is not None:
+                on_retry(Retry(attempt=attempt, error=reason, waited_s=round(waited, 2)))
+            sleep(waited)
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def conflict_summary(error: BaseException) -> str:
+    """The error's class and the first line of its message, at most 300 characters."""
+    text = (str(error).strip() or type(error).__name__).splitlines()[0].strip()
+    return f"{type(error).__name__}: {text}"[:300]
