@@ -11,6 +11,7 @@ DEMO_DAYS ?= 7
 DEMO_SCALE ?= 0.02
 SCALE ?= 1
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 
 .PHONY: help setup demo test test-fast lint format notebooks bench airflow-setup clean
 
@@ -34,11 +35,11 @@ demo: setup  ## generate a small data set, run every layer into ./lakehouse, sum
 	$(BIN)/ecom-pipeline run --layer all --landing $(DEMO_LANDING) --lake $(DEMO_LAKE)
 	$(BIN)/ecom-pipeline summary --lake $(DEMO_LAKE)
 
-test: setup  ## run the whole test suite (slow tests included)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: setup  ## run the whole test suite (slow tests included) in $(TEST_WORKERS) processes
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: setup  ## run the tests not marked slow
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 lint: setup  ## ruff check and format check
 	$(BIN)/ruff check pipeline_lib jobs tests tools airflow/dags
@@ -51,6 +52,10 @@ format: setup  ## format the code with ruff
 notebooks: setup  ## open Jupyter on notebooks/ with the demo lake (run `make demo` first)
 	$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(BIN)/python -m pip install -q jupyterlab
 	ECOM_LAKE=$(abspath $(DEMO_LAKE)) $(BIN)/jupyter lab notebooks/
+
+bench: setup  ## benchmark at SCALE (default 1): bench/results/<scale>/ (see bench/README.md; BENCH_ARGS=...)
+	$(BIN)/python -c "import duckdb, deltalake" 2>/dev/null || $(BIN)/python -m pip install -q -e ".[bench]"
+	$(BIN)/python -m bench.run --scale $(SCALE) $(BENCH_ARGS)
 
 airflow-setup:  ## create .venv-airflow for the Airflow DAG (Airflow's pins clash with the project's; idempotent)
 	bash airflow/setup-venv.sh

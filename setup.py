@@ -43,6 +43,18 @@ setup(
             "nbformat>=5.10",
             "ipykernel>=6.29",
             "matplotlib>=3.8,<4",
+            # the suite checks the benchmark's DuckDB peer (tests/unit/test_bench_peer.py)
+            "duckdb==2.0.1",
+            "deltalake==1.6.6",
+            # two test processes: Spark on tiny data waits on its driver more than on the CPU
+            "pytest-xdist>=3.6,<4",
+        ],
+        # The benchmark's peer (bench/peer_duckdb.py): DuckDB over silver read with delta-rs.
+        # Proven together with pyarrow 22 on Python 3.11.
+        "bench": [
+            "duckdb==2.0.1",
+            "deltalake==1.6.6",
+            "matplotlib>=3.8,<4",
         ],
     },
     entry_points={"console_scripts": ["ecom-pipeline=jobs.cli:main"]},

@@ -1,0 +1,8 @@
+"""The benchmark of the lakehouse pipeline: ``python -m bench.run --scale S`` (see ``bench/README.md``).
+
+Modules: :mod:`bench.run` (the driver), :mod:`bench.floor` (read once, write Parquet),
+:mod:`bench.peer_duckdb` (the two gold aggregates in DuckDB, and the equality check),
+:mod:`bench.measure` (subprocess wall time, CPU and peak memory from ``/proc``),
+:mod:`bench.lakestats` (Delta commits and files, run records, without Spark),
+:mod:`bench.eventlog` (Spark event log summaries) and :mod:`bench.report` (JSON, Markdown, PNG).
+"""
