@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 JARS_DIR_ENV = "ECOM_JARS_DIR"
+WAREHOUSE_KEY = "spark.sql.warehouse.dir"
 
 
 class DeltaJarsMissingError(RuntimeError):
@@ -81,7 +83,11 @@ def build_spark_session(
     builder = builder.config("spark.sql.extensions", DELTA_EXTENSION).config(
         "spark.sql.catalog.spark_catalog", DELTA_CATALOG
     )
-    for key, value in {**settings.conf, **(extra_conf or {})}.items():
+    conf = {**settings.conf, **(extra_conf or {})}
+    # The lake's tables are registered by path; only empty schema folders land in the
+    # warehouse, which must not litter the working directory (Spark's default).
+    conf.setdefault(WAREHOUSE_KEY, str(Path(tempfile.gettempdir()) / "ecom-spark-warehouse"))
+    for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.log_level)
