@@ -11,9 +11,10 @@ A recipe (design and limits: ``docs/erasure.md``; the scrub rules: :mod:`pipelin
    reported "not found" and nothing is written;
 3. refuse when a consumer has not processed the latest changes of a table to scrub (its
    next incremental read would cross files the erasure rewrites): run the pipeline first;
-4. scrub every table with one Delta DELETE and/or UPDATE: activity tables first, the
-   customer tables (where the identifiers are found) last, so an interrupted erasure is
-   finished by running it again;
+4. scrub every table with ONE Delta MERGE of the table with a one-row DataFrame of the
+   identifiers (so the conditions Delta logs name no identifier): activity tables first,
+   the customer tables (where the identifiers are found) last, so an interrupted erasure
+   is finished by running it again;
 5. recompute what depends on the customer with the gold jobs themselves (``dim_customer``,
    the facts, and the latest as-of date of ``customer_segments``), then move the
    incremental watermarks of the other consumers past the erasure's own commits;
@@ -62,8 +63,6 @@ STATUS_DONE = "done"
 STATUS_PENDING = "pending_vacuum"
 STATUS_NOT_FOUND = "not_found"
 RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
-# Set for one commit to make Delta checkpoint and delete the log of earlier days at once.
-LOG_EXPIRY_PROPERTIES = {"delta.logRetentionDuration": "interval 0 seconds", "delta.checkpointInterval": "1"}
 # Gold jobs that recompute what depends on a customer, in run order.
 RECOMPUTE_JOBS = ("gold.dim_customer", "gold.fact_order_lines", "gold.fact_orders", "gold.fact_sessions")
 SEGMENTS_JOB = "gold.customer_segments"
@@ -151,9 +150,15 @@ class ErasureReport:
                 f"  vacuumed with 0 h retention: {', '.join(self.vacuumed)}; their versions before "
                 "this erasure are gone (no time travel to them any more)"
             )
-        for table, reason in sorted(self.pending_vacuum.items()):
-            lines.append(f"  NOT vacuumed yet: {table}: {reason}")
-        if self.pending_vacuum:
+        if self.keep_history and self.pending_vacuum:
+            kept = ", ".join(sorted(self.pending_vacuum))
+            lines.append(
+                f"  history kept (--keep-history): older versions of {kept} "
+                "still hold the customer (time travel works) until the next `ecom-pipeline maintain`"
+            )
+        elif self.pending_vacuum:
+            for table, reason in sorted(self.pending_vacuum.items()):
+                lines.append(f"  NOT vacuumed yet: {table}: {reason}")
             lines.append(
                 "  older versions of those tables still hold the customer until `ecom-pipeline maintain`"
             )
@@ -360,12 +365,10 @@ def _erase(
     report.history_only = sorted(history)
     bookkeeping = {f"ops.{WATERMARKS_TABLE}", "ops.pipeline_runs"}
     to_vacuum = sorted({*found, *(changed - bookkeeping), *history})
-    blocked = _vacuum_blockers(spark, lake, {n: tables[n] for n in to_vacuum})
     if report.keep_history:
-        report.pending_vacuum = {
-            n: "--keep-history: vacuumed by the next `ecom-pipeline maintain`" for n in to_vacuum
-        }
+        report.pending_vacuum = dict.fromkeys(to_vacuum, "--keep-history")
         return
+    blocked = _vacuum_blockers(spark, lake, {n: tables[n] for n in to_vacuum})
     report.pending_vacuum = blocked
     report.vacuumed = drop_history(
         spark, lake, {n: tables[n] for n in to_vacuum if n not in blocked}, progress
@@ -590,14 +593,11 @@ def _vacuum_blockers(spark: SparkSession, lake: str, tables: dict[str, str]) -> 
 def drop_history(
     spark: SparkSession, lake: str, tables: dict[str, str], progress: Progress = print
 ) -> list[str]:
-    """Drop every older version of the tables: their data files, and the log of earlier days.
+    """Drop every older version of the tables: VACUUM with zero retention, then verify.
 
-    1. VACUUM with zero retention (Delta's retention check is switched off for these
-       commands only, and restored), then check that no data file outside the current
-       version is left;
-    2. :func:`expire_log_history`: commits, checksums and checkpoints of earlier days,
-       whose min/max statistics may still name the customer, are deleted;
-    3. consumers that had read everything move past these commits (they change no row).
+    Delta's retention check is switched off for these VACUUM commands only, and restored.
+    Afterwards no data file outside the current version may remain. Consumers that had
+    read everything move past the VACUUM's own commits (they change no row).
 
     Returns:
         The tables done (sorted names).
@@ -622,49 +622,10 @@ def drop_history(
     }
     if left:
         raise ErasureVerificationError(f"files of older versions survived VACUUM: {left}")
-    for name, path in sorted(tables.items()):
-        if expire_log_history(spark, path):
-            progress(f"forget-customer: {name}: log of earlier days expired")
     _fast_forward_watermarks(
         spark, lake, tables, _collect_watermarks(spark, lake), before, changed=set(tables), ran=()
     )
     return sorted(tables)
-
-
-def expire_log_history(spark: SparkSession, path: str) -> bool:
-    """Let Delta's log cleanup delete, now, the commits of the table made before today (UTC).
-
-    Delta deletes commit, checksum and checkpoint files only after a checkpoint, once they are
-    older than ``delta.logRetentionDuration`` counted in whole days. This sets that retention
-    to zero and the checkpoint interval to 1 for one commit (which writes a checkpoint and
-    runs the cleanup), then restores both properties: three metadata-only commits. Commits
-    of the current UTC day are kept (Delta truncates the cut-off to midnight).
-
-    Returns:
-        False (nothing done) when the log holds no commit from before today.
-    """
-    jvm = spark.sparkContext._jvm
-    log = jvm.org.apache.hadoop.fs.Path(f"{path}/_delta_log")  # type: ignore[union-attr]
-    statuses = log.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).listStatus(log)
-    midnight = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    oldest = min(
-        (st.getModificationTime() for st in statuses if st.getPath().getName().endswith(".json")),
-        default=None,
-    )
-    if oldest is None or oldest >= midnight.timestamp() * 1000:
-        return False
-    properties = DeltaTable.forPath(spark, path).detail().first()["properties"] or {}  # type: ignore[index]
-    table = f"delta.`{path}`"
-    settings = ", ".join(f"'{key}' = '{value}'" for key, value in LOG_EXPIRY_PROPERTIES.items())
-    spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ({settings})")
-    kept = {key: properties[key] for key in LOG_EXPIRY_PROPERTIES if key in properties}
-    unset = [key for key in LOG_EXPIRY_PROPERTIES if key not in properties]
-    if kept:
-        restored = ", ".join(f"'{key}' = '{value}'" for key, value in kept.items())
-        spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ({restored})")
-    if unset:
-        spark.sql(f"ALTER TABLE {table} UNSET TBLPROPERTIES IF EXISTS ({', '.join(repr(k) for k in unset)})")
-    return True
 
 
 # --- audit record and maintain --------------------------------------------------------------
@@ -762,33 +723,34 @@ def _collect_log_mentions(
     """Per touched table, the ``_delta_log`` files whose text holds a statistics prefix of an identifier.
 
     Commit (``.json``) and checksum (``.crc``) files are read as text, checkpoints as rows
-    turned to JSON. Collects file names only.
+    turned to JSON, all tables at once. Collects file names only.
     """
     jvm = spark.sparkContext._jvm
     hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
-    pattern = identifiers.stats_regex
-    found = {}
+    owner = {}
     for name in touched:
-        if name not in tables:
-            continue
-        log = jvm.org.apache.hadoop.fs.Path(f"{tables[name]}/_delta_log")  # type: ignore[union-attr]
-        files = [status.getPath().toString() for status in log.getFileSystem(hadoop_conf).listStatus(log)]
-        texts = [f for f in files if f.endswith((".json", ".crc"))]
-        checkpoints = [f for f in files if ".checkpoint" in f and f.endswith(".parquet")]
-        frames = [spark.read.text(texts)] if texts else []
-        if checkpoints:
-            frames.append(spark.read.parquet(*checkpoints).select(F.to_json(F.struct("*")).alias("value")))
-        hits = {
-            row["file"].rsplit("/", 1)[-1]
-            for frame in frames
-            for row in frame.where(F.col("value").rlike(pattern))
-            .select(F.input_file_name().alias("file"))
-            .distinct()
-            .collect()
-        }
-        if hits:
-            found[name] = sorted(hits)
-    return found
+        if name in tables:
+            log = jvm.org.apache.hadoop.fs.Path(f"{tables[name]}/_delta_log")  # type: ignore[union-attr]
+            for status in log.getFileSystem(hadoop_conf).listStatus(log):
+                owner[status.getPath().toString()] = name
+    texts = [f for f in owner if f.endswith((".json", ".crc"))]
+    checkpoints = [f for f in owner if ".checkpoint" in f and f.endswith(".parquet")]
+    frames = [spark.read.text(texts)] if texts else []
+    if checkpoints:
+        frames.append(spark.read.parquet(*checkpoints).select(F.to_json(F.struct("*")).alias("value")))
+    hits = {
+        _normalized(row["file"])
+        for frame in frames
+        for row in frame.where(F.col("value").rlike(identifiers.stats_regex))
+        .select(F.input_file_name().alias("file"))
+        .distinct()
+        .collect()
+    }
+    found: dict[str, list[str]] = {}
+    for file, name in owner.items():
+        if _normalized(file) in hits:
+            found.setdefault(name, []).append(file.rsplit("/", 1)[-1])
+    return {name: sorted(files) for name, files in sorted(found.items())}
 
 
 def _collect_landing_mentions(
@@ -799,9 +761,12 @@ def _collect_landing_mentions(
     root = jvm.org.apache.hadoop.fs.Path(landing)  # type: ignore[union-attr]
     if not root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(root):
         return []
-    lines = spark.read.text(f"{landing.rstrip('/')}/{_LANDING_GLOB}")
+    try:
+        lines = spark.read.text(f"{landing.rstrip('/')}/{_LANDING_GLOB}")
+    except AnalysisException:  # no delivery file at all
+        return []
     hits = (
-        lines.where(F.col("value").rlike(identifiers.text_pattern))
+        lines.where(F.col("value").rlike(identifiers.text_regex))
         .select(F.input_file_name().alias("file"))
         .distinct()
         .collect()
