@@ -241,12 +241,25 @@ def _repair_log(
     stats = {r[SOURCE_FILE]: r.asDict() for r in rows}
     outcomes = []
     for delivery in files:
-        outcome = FileOutcome(
-            delivery, "ingested", problems=["logged after an interrupted run (rows were in bronze)"]
-        )
+        problems = [
+            "logged after an interrupted run (rows were in bronze)",
+            *_header_problems(ctx, delivery, source),
+        ]
+        outcome = FileOutcome(delivery, "ingested", problems=problems)
         _apply_stats(outcome, stats.get(delivery.path))
         outcomes.append(outcome)
     return outcomes
+
+
+def _header_problems(ctx: JobContext, delivery: DeliveryFile, source: LandingSource) -> list[str]:
+    """The header problems the interrupted run saw (a CSV's missing or extra columns), read again.
+
+    Bronze keeps the rows, not the header: without this a repaired log entry would lose them.
+    """
+    try:
+        return list(read_delivery_file(ctx.spark, delivery, source).problems)  # reads the header only
+    except Exception as exc:  # its rows are in bronze: a failure here is not the file's fault
+        return [f"header not re-read: {_first_line(exc)}"]
 
 
 def _apply_stats(outcome: FileOutcome, stats: dict[str, int] | None) -> None:
