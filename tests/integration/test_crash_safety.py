@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -30,10 +31,18 @@ from jobs.framework import JobContext, new_run_id, run_job, select_jobs
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.delta_io import read_table, table_path, table_version
 from pipeline_lib.faults import CRASH_ENV
+from pipeline_lib.generator import generate_landing
 from pipeline_lib.landing import list_delivery_files
 from pipeline_lib.schemas import INGESTED_AT, LANDING_SOURCES, RUN_ID, SOURCE_FILE
 from tests.lake_compare import DATA_LAYERS, compare_lakes, lake_tables
-from tests.support import cli_environment, run_cli
+from tests.support import (
+    REFERENCE_DAYS,
+    REFERENCE_SCALE,
+    REFERENCE_SEED,
+    REFERENCE_START,
+    cli_environment,
+    run_cli,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -186,6 +195,38 @@ def test_the_lake_after_the_crashes_equals_the_never_crashed_lake(spark, referen
 def _without_repair_note(log: DataFrame) -> DataFrame:
     # A file logged by the repair after a kill carries this note; the rest of its entry must match.
     return log.withColumn("problems", F.array_remove("problems", REPAIR_NOTE))
+
+
+def test_a_file_log_repaired_after_a_kill_keeps_what_was_wrong_with_each_file(spark, config):
+    """In-process replay of a kill at ``bronze.before_log.orders``: orders in bronze, no file log.
+
+    The reference deliveries include orders with a column outside the contract: the repaired
+    entry must still say so (the crash test found it lost: bronze keeps rows, not headers).
+    """
+    generate_landing(
+        config.paths.landing,
+        start=REFERENCE_START,
+        days=REFERENCE_DAYS,
+        scale=REFERENCE_SCALE,
+        seed=REFERENCE_SEED,
+    )
+    [spec] = select_jobs("bronze", "orders")
+    log_path = table_path(config.paths.lake, "ops", INGEST_LOG_TABLE)
+
+    def log_entries() -> list[tuple[object, ...]]:
+        log = _without_repair_note(read_table(spark, log_path))
+        columns = ("file", "status", "rows", "corrupt_rows", "rescued_rows", "problems")
+        return sorted(tuple(row) for row in log.select(*columns).collect())  # one row per file
+
+    run_job(spec, JobContext(spark=spark, config=config, run_id=new_run_id()))
+    uninterrupted = log_entries()
+    shutil.rmtree(log_path)  # what the kill leaves: rows committed to bronze, no log entries
+    run_job(spec, JobContext(spark=spark, config=config, run_id=new_run_id()))
+
+    repaired = read_table(spark, log_path).where(F.array_contains("problems", REPAIR_NOTE)).count()
+    assert repaired == sum(entry[2] > 0 for entry in uninterrupted)  # the files with rows
+    assert log_entries() == uninterrupted
+    assert any("coupon_code" in problem for entry in uninterrupted for problem in entry[5])
 
 
 def test_quality_metrics_after_the_crashes_hold_the_same_measures(spark, reference_lake, crashed_build):
