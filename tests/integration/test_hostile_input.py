@@ -261,7 +261,7 @@ def build_hostile_landing(landing: Path, seed: int) -> list[Mutant]:
     def add(kind: str, source: str, content: bytes, ext: str, **expect: object) -> None:
         original = rng.choice(originals[source])
         number = len(mutants) + 1
-        path = original.parent / f"fuzz {number:02d} {kind} – Müller café.{ext}"
+        path = original.parent / f"fuzz {number:02d} {kind} – ünïcødé façade.{ext}"
         path.write_bytes(content)
         mutants.append(Mutant(kind, source, path, **expect))  # type: ignore[arg-type]
 
@@ -305,7 +305,7 @@ def build_hostile_landing(landing: Path, seed: int) -> list[Mutant]:
         source,
         reencode("utf-16")(rng, data, "csv")[0],
         "csv",
-        expect_problems=("lacks contract columns",),
+        expect_problems=("contract columns",),
     )
     source, data = pick(CSV_TARGETS)
     content, notes = duplicate_header(rng, data, "csv")
@@ -314,7 +314,7 @@ def build_hostile_landing(landing: Path, seed: int) -> list[Mutant]:
         source,
         content,
         "csv",
-        expect_problems=("lacks contract columns",),
+        expect_problems=("contract columns",),
         notes=notes,
     )
 

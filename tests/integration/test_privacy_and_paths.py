@@ -200,7 +200,7 @@ def _row_texts(spark: SparkSession, path: str) -> Iterator[str]:
 
 def _parquet_texts(folder: Path) -> Iterator[str]:
     for path in sorted(folder.rglob("*.parquet")):
-        table = pq.read_table(path)
+        table = pq.ParquetFile(path).read()  # the file alone: no partition columns from its path
         for column in table.columns:
             for value in column.to_pylist():
                 if value is not None:
