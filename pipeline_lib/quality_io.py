@@ -8,7 +8,10 @@ Kept apart from :mod:`pipeline_lib.quality`, which is pure. Both writes are for 
   content and source file, plus its occurrence number among identical rows of that file.
   The write is an insert-only MERGE on ``(_source_file, _row_key)``, so a re-processed
   bronze row (a re-run after a crash, or a full refresh) is never quarantined twice.
-- ``<lake>/ops/quality_metrics``: one row per run, table, delivery and rule (appended).
+- ``<lake>/ops/quality_metrics``: one row per table, delivery and rule, the latest
+  measurement (a MERGE on those keys), so a delivery checked again — a job retried after a
+  Delta conflict, a re-run after a crash, a full refresh — replaces its measures instead of
+  counting them twice. ``run_id`` and ``measured_at`` say which run measured them.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipeline_lib.delta_io import append_new, require_columns, table_path, write_table
+from pipeline_lib.delta_io import append_new, require_columns, table_path, upsert
 from pipeline_lib.schemas import (
     DQ_FLAGS,
     FAILED_RULES,
@@ -34,6 +37,7 @@ from pipeline_lib.watermarks import CDF_PROPERTIES
 __all__ = [
     "BRONZE_RECORD",
     "METRICS_TABLE",
+    "METRIC_KEYS",
     "ROW_KEY",
     "bronze_record",
     "quarantine_rows",
@@ -42,6 +46,7 @@ __all__ = [
 ]
 
 METRICS_TABLE = "quality_metrics"
+METRIC_KEYS = ("table", "delivery", "rule")
 # A struct column holding the bronze row as delivered, kept beside the typed columns so
 # rules can compare a failed cast with its raw value and quarantine can store the original.
 BRONZE_RECORD = "_bronze"
@@ -108,7 +113,9 @@ def write_quarantine(quarantined: DataFrame, lake: str, table: str, *, run_id: s
 
 
 def write_quality_metrics(metrics: DataFrame, lake: str) -> str | None:
-    """Append rule metrics to ``<lake>/ops/quality_metrics`` (skipped when empty).
+    """Record rule metrics in ``<lake>/ops/quality_metrics`` (skipped when empty).
+
+    One row per ``(table, delivery, rule)``: a delivery measured again replaces its row.
 
     Returns:
         The metrics table's path, or None when nothing was written.
@@ -116,7 +123,7 @@ def write_quality_metrics(metrics: DataFrame, lake: str) -> str | None:
     if metrics.isEmpty():
         return None
     path = table_path(lake, "ops", METRICS_TABLE)
-    write_table(metrics, path, mode="append", properties=CDF_PROPERTIES)
+    upsert(metrics, path, keys=METRIC_KEYS, properties=CDF_PROPERTIES)
     return path
 
 

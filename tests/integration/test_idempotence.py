@@ -157,15 +157,9 @@ def test_a_full_refresh_gives_the_content_of_the_incremental_build(spark, refere
         reference_lake.paths.lake,
         ops_tables=("ingested_files", "watermarks"),
     )
-    # Metrics as a set: a full refresh re-checks every delivery and appends its measures again
-    # (see the xfail on quality_metrics multiplicity in test_crash_safety).
+    # A full refresh re-checks every delivery: its measures replace the earlier ones, once each.
     comparisons += compare_lakes(
-        spark,
-        config.paths.lake,
-        reference_lake.paths.lake,
-        layers=(),
-        ops_tables=("quality_metrics",),
-        normalize={"ops.quality_metrics": lambda m: m.drop("run_id", "measured_at").distinct()},
+        spark, config.paths.lake, reference_lake.paths.lake, layers=(), ops_tables=("quality_metrics",)
     )
     unequal = [c.describe() for c in comparisons if not c.equal]
     assert not unequal, "\n".join(unequal)
