@@ -166,7 +166,7 @@ def orders(ctx: JobContext) -> JobResult:
     batch = _new_bronze_rows(ctx, "orders", "orders")
     if batch is None:
         return _nothing_to_do()
-    rates = _existing(ctx, ctx.path("silver", "fx_rates"), "fx_rates")
+    rates = _existing(ctx, ctx.path("silver", "fx_rates"), "fx_rates", full=True)
     cleaned = batch.rows.transform(
         clean_orders, source_timezone=ctx.config.pipeline.source_timezone
     ).transform(with_fx_rate, rates=rates, base_currency=ctx.config.pipeline.base_currency)
@@ -273,7 +273,11 @@ def _check_quality(
 
 
 def _existing(ctx: JobContext, path: str, table: str, *, full: bool = False) -> DataFrame:
-    """A silver table as recorded (empty on a full refresh of this table, unless ``full``)."""
+    """A silver table as recorded.
+
+    On a full refresh it is empty, unless ``full``: set it for another table, which the same
+    run has already rebuilt (fx rates for orders, orders and products for order lines).
+    """
     if table_exists(ctx.spark, path) and (full or not ctx.full_refresh):
         return read_table(ctx.spark, path)
     return ctx.spark.createDataFrame([], SILVER_SCHEMAS[table])
