@@ -33,7 +33,7 @@ ENV_PREFIX = "ECOM__"
 ROOT_ENV_VARS = {"ECOM_LANDING": ("paths", "landing"), "ECOM_LAKE": ("paths", "lake")}
 ROW_RULE_KINDS = ("row", "unique", "reference")
 RULE_ACTIONS = ("flag", "quarantine", "fail")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_CURRENCY = re.compile(r"[A-Z]{3}")  # fullmatch
 
 
 class ConfigError(ValueError):
@@ -443,7 +443,7 @@ def _validate(config: PipelineConfig, origins: dict[str, str]) -> None:
     for key in ("landing", "lake"):
         if not getattr(config.paths, key).strip():
             raise fail(f"paths.{key}", "must not be empty")
-    if not _CURRENCY.match(config.pipeline.base_currency):
+    if not _CURRENCY.fullmatch(config.pipeline.base_currency):
         raise fail(
             "pipeline.base_currency",
             f"expected an ISO-4217 code such as EUR, got {config.pipeline.base_currency!r}",

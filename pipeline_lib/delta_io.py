@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from pipeline_lib.faults import crash_point
 
 LAYERS = ("bronze", "silver", "gold", "quarantine", "ops")
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME = re.compile(r"[a-z][a-z0-9_]*")  # used with fullmatch: `$` would accept a trailing "\n"
 
 
 class DeltaIOError(RuntimeError):
@@ -40,7 +40,7 @@ def table_path(lake: str, layer: str, table: str) -> str:
     """
     if layer not in LAYERS:
         raise ValueError(f"unknown layer {layer!r}; expected one of {', '.join(LAYERS)}")
-    if not _NAME.match(table):
+    if not _NAME.fullmatch(table):
         raise ValueError(f"table name {table!r} is not a plain lower-case name ([a-z][a-z0-9_]*)")
     return f"{lake.rstrip('/')}/{layer}/{table}"
 
@@ -202,7 +202,7 @@ def register_lake_tables(spark: SparkSession, lake: str, layers: Sequence[str] =
         spark.sql(f"CREATE DATABASE IF NOT EXISTS `{layer}`")
         for status in fs.listStatus(root):
             name = status.getPath().getName()
-            path = table_path(lake, layer, name) if _NAME.match(name) else None
+            path = table_path(lake, layer, name) if _NAME.fullmatch(name) else None
             if status.isDirectory() and path and table_exists(spark, path):
                 spark.sql(f"CREATE TABLE IF NOT EXISTS `{layer}`.`{name}` USING DELTA LOCATION '{path}'")
                 registered.append(f"{layer}.{name}")

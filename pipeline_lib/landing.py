@@ -17,7 +17,7 @@ from pyspark.sql import types as T
 from pipeline_lib.bronze import align_csv_to_contract, parse_json_lines
 from pipeline_lib.schemas import CORRUPT_RECORD, LandingSource
 
-_DELIVERY_FOLDER = re.compile(r"^ingest_date=(\d{4}-\d{2}-\d{2})$")
+_DELIVERY_FOLDER = re.compile(r"ingest_date=(\d{4}-\d{2}-\d{2})")  # fullmatch
 _GLOB_CHARS = re.compile(r"([\\\[\]{}*?])")
 
 
@@ -59,7 +59,7 @@ def list_delivery_files(spark: SparkSession, landing: str, source: str) -> Listi
         name = folder.getPath().getName()
         if name.startswith((".", "_")):
             continue
-        match = _DELIVERY_FOLDER.match(name)
+        match = _DELIVERY_FOLDER.fullmatch(name)
         delivery_date = _parse_date(match.group(1)) if match else None
         if not folder.isDirectory() or delivery_date is None:
             ignored.append(f"{folder.getPath().toString()}: not an ingest_date=YYYY-MM-DD delivery folder")
@@ -130,10 +130,17 @@ def read_delivery_file(spark: SparkSession, delivery: DeliveryFile, source: Land
 def _header_problems(header: list[str], source: LandingSource) -> tuple[str, ...]:
     problems = []
     missing = [c for c in source.fields if c not in header]
+    extra = [c for c in header if c not in source.fields]
     if missing:
         problems.append(f"header lacks contract columns {missing}")
-    extra = [c for c in header if c not in source.fields]
-    if extra:
+    if extra and missing:
+        # Unnamed on purpose: without a header, the "names" are the first row's values, which
+        # may be personal data, and the file log must not hold any.
+        problems.append(
+            f"{len(extra)} columns outside the contract kept in _rescued_data, names not logged "
+            "(a file without a header has its first line read as one)"
+        )
+    elif extra:
         problems.append(f"columns outside the contract kept in _rescued_data: {extra}")
     return tuple(problems)
 
