@@ -18,12 +18,18 @@ REFERENCE_DAYS = 6
 REFERENCE_SCALE = 0.004
 REFERENCE_SEED = 11
 
-# Small settings for tiny data and two shared cores (ECOM__SECTION__KEY, docs/configuration.md).
-# The keys are read in lower case, so only all-lower-case Spark settings can be set this way.
+# Small settings for tiny data and two shared cores (ECOM__SECTION__KEY, docs/configuration.md),
+# the same as the in-process session's (tests/conftest.py TEST_SPARK_CONF): performance only.
+# Without them every small commit (a run record: 20 per run) would also rewrite the table's
+# small files (auto-compaction), and every tiny query would compile generated code.
 SMALL_SPARK_ENV = {
     "ECOM__SPARK__MASTER": "local[2]",
     "ECOM__SPARK__CONF__SPARK.SQL.SHUFFLE.PARTITIONS": "2",
     "ECOM__SPARK__CONF__SPARK.UI.ENABLED": "false",
+    "ECOM__SPARK__CONF__spark.databricks.delta.autoCompact.enabled": "false",
+    "ECOM__SPARK__CONF__spark.databricks.delta.optimizeWrite.enabled": "false",
+    "ECOM__SPARK__CONF__spark.databricks.delta.snapshotPartitions": "1",
+    "ECOM__SPARK__CONF__spark.sql.codegen.wholeStage": "false",
 }
 CLI_TIMEOUT_S = 1800
 

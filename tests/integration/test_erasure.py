@@ -23,6 +23,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.erasure import ERASURES_TABLE, customer_key, forget_customer
+from jobs.framework import JobContext, new_run_id, run_job, select_jobs
 from jobs.operations import maintain
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.delta_io import read_table, table_path, table_version
@@ -138,9 +139,9 @@ def files_holding(texts: dict[Path, str], needles: dict[str, str]) -> dict[str, 
     return found
 
 
-def assert_nothing_left(lake: Path, customer: Customer) -> None:
+def assert_nothing_left(lake: Path, customer: Customer, *, min_files: int = 20) -> None:
     texts = {path: file_text(path) for path in data_files(lake)}
-    assert len(texts) > 20, "the lake should have many data files"
+    assert len(texts) > min_files, "the lake should have many data files"
     assert files_holding(texts, customer.needles()) == {}
 
 
@@ -412,8 +413,22 @@ def _tables(layer: Path) -> list[str]:
 # --- --keep-history ----------------------------------------------------------------------------
 
 
+def customers_only_lake(spark: SparkSession, reference: PipelineConfig, target: Path) -> PipelineConfig:
+    """A lake of the reference's customer deliveries alone: bronze and silver customers.
+
+    Enough for --keep-history (the scrub and vacuum work per table, the same for 2 tables as for
+    30), at a tenth of the cost of erasing a copy of the whole reference lake a second time.
+    """
+    shutil.copytree(Path(reference.paths.landing) / "customers", target / "landing" / "customers")
+    config = reference.with_paths(landing=str(target / "landing"), lake=str(target / "lake"))
+    ctx = JobContext(spark=spark, config=config, run_id=new_run_id())
+    for layer in ("bronze", "silver"):
+        run_job(select_jobs(layer, "customers")[0], ctx)
+    return config
+
+
 def test_keep_history_defers_the_vacuum_to_maintain(spark, erased, tmp_path):
-    config = copy_lake(erased.reference, tmp_path)
+    config = customers_only_lake(spark, erased.reference, tmp_path)
     customer = erased.customer
     path = table_path(config.paths.lake, "silver", "customers")
     version_before = table_version(spark, path)
@@ -433,4 +448,4 @@ def test_keep_history_defers_the_vacuum_to_maintain(spark, erased, tmp_path):
     erasures = read_table(spark, table_path(config.paths.lake, "ops", ERASURES_TABLE)).collect()
     assert [r["status"] for r in erasures] == ["done"]
     assert erasures[0]["vacuumed_at"] > dt.datetime(2000, 1, 1)
-    assert_nothing_left(Path(config.paths.lake), customer)
+    assert_nothing_left(Path(config.paths.lake), customer, min_files=2)
