@@ -12,6 +12,7 @@ rather than a streaming checkpoint.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -28,6 +29,8 @@ from pipeline_lib.schemas import INGEST_DATE, LANDING_SOURCES, RUN_ID, SOURCE_FI
 from pipeline_lib.watermarks import CDF_PROPERTIES
 
 INGEST_LOG_TABLE = "ingested_files"
+# The first line of a Py4J error, which names the JVM call, not what went wrong.
+_PY4J_CALL = re.compile(r"An error occurred while calling [\w.$]+")
 INGEST_LOG_SCHEMA = T.StructType(
     [
         T.StructField("source", T.StringType(), False),
@@ -305,7 +308,11 @@ def _append_log(spark: SparkSession, log_path: str, outcomes: Sequence[FileOutco
 
 
 def _first_line(error: BaseException) -> str:
-    text = (str(error).strip() or type(error).__name__).splitlines()[0]
+    """What went wrong, in one line: the root cause, not Py4J's "error while calling o123.count"."""
+    lines = [line.strip().removeprefix(": ").strip() for line in str(error).splitlines()]
+    lines = [line for line in lines if line and not _PY4J_CALL.fullmatch(line)]
+    causes = [line.removeprefix("Caused by: ") for line in lines if line.startswith("Caused by: ")]
+    text = causes[-1] if causes else (lines[0] if lines else type(error).__name__)
     return text[:300]
 
 

@@ -133,9 +133,9 @@ def _header_problems(header: list[str], source: LandingSource) -> tuple[str, ...
     extra = [c for c in header if c not in source.fields]
     if missing:
         problems.append(f"header lacks contract columns {missing}")
-    if extra and missing:
-        # Unnamed on purpose: without a header, the "names" are the first row's values, which
-        # may be personal data, and the file log must not hold any.
+    if extra and not set(header) & set(source.fields):
+        # Not a header at all: the "names" are the first row's values, which may be personal
+        # data, and the file log must not hold any. Counted, not named.
         problems.append(
             f"{len(extra)} columns outside the contract kept in _rescued_data, names not logged "
             "(a file without a header has its first line read as one)"
