@@ -305,7 +305,7 @@ def build_hostile_landing(landing: Path, seed: int) -> list[Mutant]:
         source,
         reencode("utf-16")(rng, data, "csv")[0],
         "csv",
-        expect_problems=("contract columns",),
+        expect_problems=("lacks contract columns",),
     )
     source, data = pick(CSV_TARGETS)
     content, notes = duplicate_header(rng, data, "csv")
@@ -314,7 +314,7 @@ def build_hostile_landing(landing: Path, seed: int) -> list[Mutant]:
         source,
         content,
         "csv",
-        expect_problems=("contract columns",),
+        expect_problems=("lacks contract columns",),
         notes=notes,
     )
 
