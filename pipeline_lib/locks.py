@@ -132,7 +132,7 @@ def _read(jvm: object, fs: object, path: object) -> dict[str, object]:
 
 
 def _is_stale(
-    holder: dict[str, object], stale_after: dt.timedelta, *, written_at: dt.datetime | None = None
+    holder: dict[str, object], stale_after: dt.timedelta, *, written_at: dt.datetime | None
 ) -> bool:
     if not holder:  # gone, or created and not written yet
         return written_at is None or dt.datetime.now(dt.UTC) - written_at > EMPTY_GRACE
