@@ -30,6 +30,7 @@ SMALL_SPARK_ENV = {
     "ECOM__SPARK__CONF__spark.databricks.delta.optimizeWrite.enabled": "false",
     "ECOM__SPARK__CONF__spark.databricks.delta.snapshotPartitions": "1",
     "ECOM__SPARK__CONF__spark.sql.codegen.wholeStage": "false",
+    "ECOM__SPARK__CONF__spark.sql.codegen.factoryMode": "NO_CODEGEN",
 }
 CLI_TIMEOUT_S = 1800
 
