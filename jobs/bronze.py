@@ -22,7 +22,7 @@ from pyspark.sql import types as T
 
 from jobs.framework import JobContext, JobResult, job
 from pipeline_lib.bronze import conform_to_bronze, file_stats, with_lineage
-from pipeline_lib.delta_io import read_table, table_exists, table_version, write_table
+from pipeline_lib.delta_io import OPS_TABLE_PROPERTIES, read_table, table_exists, table_version, write_table
 from pipeline_lib.faults import crash_point
 from pipeline_lib.landing import DeliveryFile, list_delivery_files, read_delivery_file
 from pipeline_lib.schemas import INGEST_DATE, LANDING_SOURCES, RUN_ID, SOURCE_FILE, LandingSource
@@ -304,7 +304,12 @@ def _append_log(spark: SparkSession, log_path: str, outcomes: Sequence[FileOutco
         )
         for o in outcomes
     ]
-    write_table(spark.createDataFrame(rows, INGEST_LOG_SCHEMA), log_path, mode="append")
+    write_table(
+        spark.createDataFrame(rows, INGEST_LOG_SCHEMA),
+        log_path,
+        mode="append",
+        properties=OPS_TABLE_PROPERTIES,
+    )
 
 
 def _first_line(error: BaseException) -> str:

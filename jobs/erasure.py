@@ -44,7 +44,15 @@ from pyspark.sql import types as T
 
 from jobs.framework import JobContext, new_run_id, registered_jobs, run_job
 from pipeline_lib.config import PipelineConfig
-from pipeline_lib.delta_io import LAYERS, read_table, table_exists, table_path, table_version, write_table
+from pipeline_lib.delta_io import (
+    LAYERS,
+    OPS_TABLE_PROPERTIES,
+    read_table,
+    table_exists,
+    table_path,
+    table_version,
+    write_table,
+)
 from pipeline_lib.erasure import (
     CUSTOMER_TABLES,
     NEEDLES_SCHEMA,
@@ -646,7 +654,11 @@ def _record(spark: SparkSession, lake: str, report: ErasureReport, requested_at:
         sum(report.updated.values()),
         now if report.status == STATUS_DONE else None,
     )
-    write_table(spark.createDataFrame([row], ERASURES_SCHEMA), table_path(lake, "ops", ERASURES_TABLE))
+    write_table(
+        spark.createDataFrame([row], ERASURES_SCHEMA),
+        table_path(lake, "ops", ERASURES_TABLE),
+        properties=OPS_TABLE_PROPERTIES,
+    )
 
 
 def finish_pending_erasures(spark: SparkSession, lake: str, progress: Progress = print) -> dict[str, str]:

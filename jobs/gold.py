@@ -30,6 +30,7 @@ from pyspark.sql import types as T
 
 from jobs.framework import JobContext, JobResult, job
 from pipeline_lib.delta_io import (
+    OPS_TABLE_PROPERTIES,
     assert_unique_keys,
     read_table,
     replace_groups,
@@ -116,6 +117,7 @@ def _save_versions(
             _watermarks_path(ctx),
             keys=["consumer", "source"],
             update_condition="s.version <> t.version",
+            properties=OPS_TABLE_PROPERTIES,
         )
 
 

@@ -22,7 +22,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipeline_lib.delta_io import append_new, require_columns, table_path, upsert
+from pipeline_lib.delta_io import OPS_TABLE_PROPERTIES, append_new, require_columns, table_path, upsert
 from pipeline_lib.schemas import (
     DQ_FLAGS,
     FAILED_RULES,
@@ -123,7 +123,7 @@ def write_quality_metrics(metrics: DataFrame, lake: str) -> str | None:
     if metrics.isEmpty():
         return None
     path = table_path(lake, "ops", METRICS_TABLE)
-    upsert(metrics, path, keys=METRIC_KEYS, properties=CDF_PROPERTIES)
+    upsert(metrics, path, keys=METRIC_KEYS, properties={**CDF_PROPERTIES, **OPS_TABLE_PROPERTIES})
     return path
 
 

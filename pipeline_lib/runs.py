@@ -11,7 +11,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
-from pipeline_lib.delta_io import table_path, write_table
+from pipeline_lib.delta_io import OPS_TABLE_PROPERTIES, table_path, write_table
 from pipeline_lib.faults import crash_point
 
 RUNS_TABLE = "pipeline_runs"
@@ -73,7 +73,11 @@ def record_run(spark: SparkSession, lake: str, record: RunRecord) -> None:
         json.dumps(dict(record.details), sort_keys=True, default=str),
     )
     crash_point(f"run_record.before.{record.job}")
-    write_table(spark.createDataFrame([row], RUN_RECORD_SCHEMA), table_path(lake, "ops", RUNS_TABLE))
+    write_table(
+        spark.createDataFrame([row], RUN_RECORD_SCHEMA),
+        table_path(lake, "ops", RUNS_TABLE),
+        properties=OPS_TABLE_PROPERTIES,
+    )
     crash_point(f"run_record.after.{record.job}")
 
 

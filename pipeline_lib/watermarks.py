@@ -15,7 +15,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipeline_lib.delta_io import read_table, table_exists, table_path, table_version, upsert
+from pipeline_lib.delta_io import (
+    OPS_TABLE_PROPERTIES,
+    read_table,
+    table_exists,
+    table_path,
+    table_version,
+    upsert,
+)
 from pipeline_lib.faults import crash_point
 
 WATERMARKS_TABLE = "watermarks"
@@ -57,6 +64,7 @@ def save_processed_version(
         table_path(lake, "ops", WATERMARKS_TABLE),
         keys=["consumer", "source"],
         update_condition="s.version <> t.version",
+        properties=OPS_TABLE_PROPERTIES,
     )
     crash_point(f"watermark.after_save.{consumer}")
 
