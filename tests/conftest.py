@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -71,43 +72,97 @@ def config(base_config: PipelineConfig, tmp_path: Path) -> PipelineConfig:
 
 
 @pytest.fixture(scope="session")
-def reference_lake(
-    spark: SparkSession, base_config: PipelineConfig, tmp_path_factory: pytest.TempPathFactory
+def reference_landing(
+    base_config: PipelineConfig, tmp_path_factory: pytest.TempPathFactory
 ) -> PipelineConfig:
-    """A landing zone generated once and a lake built from it by every job, shared by the session.
+    """The reference landing zone, generated once (seeded) and shared by the session.
+
+    Its config also names the reference lake's folder, which only :func:`reference_lake`
+    builds: a test that needs the deliveries alone (the crash test) starts without waiting.
+    """
+    root = _reference_root(tmp_path_factory)
+    config = base_config.with_paths(landing=str(root / "landing"), lake=str(root / "lake"))
+    with _reference_lock(root):
+        generated = root / "landing.generated"
+        if not generated.exists():
+            shutil.rmtree(root, ignore_errors=True)  # a generation interrupted by a killed worker
+            from pipeline_lib.generator import generate_landing
+
+            generate_landing(
+                config.paths.landing,
+                start=REFERENCE_START,
+                days=REFERENCE_DAYS,
+                scale=REFERENCE_SCALE,
+                seed=REFERENCE_SEED,
+            )
+            generated.touch()
+    return config
+
+
+@pytest.fixture(scope="session")
+def reference_lake(
+    spark: SparkSession, reference_landing: PipelineConfig, tmp_path_factory: pytest.TempPathFactory
+) -> PipelineConfig:
+    """A lake built once by every job from the reference landing zone, shared by the session.
 
     Tests that compare a whole lake (end to end, notebooks, cluster, crashes, determinism) read
     it; a test that changes a lake copies it first. Under pytest-xdist the worker processes
     share one build: the first to need it builds it under a file lock, the others wait and
     read it (each build costs minutes of both cores).
     """
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = tmp_path_factory.getbasetemp().parent / "reference"  # common to the workers
-    else:
-        root = tmp_path_factory.getbasetemp() / "reference"
-    config = base_config.with_paths(landing=str(root / "landing"), lake=str(root / "lake"))
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with open(root.parent / "reference.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+    root = _reference_root(tmp_path_factory)
+    with _reference_lock(root):
         built = root / "built"
         if not built.exists():
-            shutil.rmtree(root, ignore_errors=True)  # a build interrupted by a killed worker
-            _build_reference_lake(spark, config)
+            shutil.rmtree(reference_landing.paths.lake, ignore_errors=True)  # an interrupted build
+            _build_reference_lake(spark, reference_landing)
             built.touch()
-    return config
+    return reference_landing
+
+
+def _reference_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return tmp_path_factory.getbasetemp().parent / "reference"  # common to the workers
+    return tmp_path_factory.getbasetemp() / "reference"
+
+
+@contextlib.contextmanager
+def _reference_lock(root: Path) -> Iterator[None]:
+    """Held by one process at a time; released when the file closes, or the process dies."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / "reference.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _build_reference_lake(spark: SparkSession, config: PipelineConfig) -> None:
     from jobs.framework import JobContext, new_run_id, run_job, select_jobs
-    from pipeline_lib.generator import generate_landing
 
-    generate_landing(
-        config.paths.landing,
-        start=REFERENCE_START,
-        days=REFERENCE_DAYS,
-        scale=REFERENCE_SCALE,
-        seed=REFERENCE_SEED,
-    )
     ctx = JobContext(spark=spark, config=config, run_id=new_run_id())
     for spec in select_jobs("all"):
         run_job(spec, ctx)
+
+
+# The longest test modules, longest first (pytest --durations, 2026-11-25). `make test` runs
+# modules whole per worker (--dist loadfile) in collection order, the first two at once: a
+# long module left for last would run alone on one worker while the other idles. The crash
+# module (~19 min) starts at once; the second does not need the reference lake, so its worker
+# is busy while the first builds that lake. Modules not listed follow, in their usual order.
+LONGEST_MODULES_FIRST = (
+    "test_crash_safety.py",
+    "test_gold_jobs.py",
+    "test_erasure.py",
+    "test_cluster.py",
+    "test_privacy_and_paths.py",
+    "test_notebooks.py",
+    "test_determinism.py",
+    "test_idempotence.py",
+    "test_hostile_input.py",
+    "test_backfill.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run :data:`LONGEST_MODULES_FIRST` first (a stable sort: tests keep their order within a module)."""
+    rank = {name: position for position, name in enumerate(LONGEST_MODULES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

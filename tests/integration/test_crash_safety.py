@@ -112,10 +112,16 @@ def run_pipeline(landing: str, lake: str, *, crash_at: str | None = None) -> Pip
 
 
 @pytest.fixture(scope="module")
-def crashed_build(reference_lake: PipelineConfig, tmp_path_factory: pytest.TempPathFactory) -> CrashedBuild:
-    """A lake built over the reference landing by runs killed at every crash point, then one clean run."""
+def crashed_build(
+    reference_landing: PipelineConfig, tmp_path_factory: pytest.TempPathFactory
+) -> CrashedBuild:
+    """A lake built over the reference landing by runs killed at every crash point, then one clean run.
+
+    It needs the reference deliveries, not the reference lake: the kills start at once, and
+    the lake is built (by whichever test needs it first) for the comparisons.
+    """
     lake = str(tmp_path_factory.mktemp("crashed") / "lake")
-    landing = reference_lake.paths.landing
+    landing = reference_landing.paths.landing
     killed = []
     for _, point, _ in CRASH_POINTS:
         run = run_pipeline(landing, lake, crash_at=point)
