@@ -1,22 +1,19 @@
-"""The whole pipeline on generated data: every layer, the contract's promises, and re-runs.
+"""The whole pipeline on generated data: every layer and the contract's promises.
 
 One small landing zone (with the generator's default defects) goes through bronze, silver
 and gold once per test session (the ``reference_lake`` fixture); the tests then check what
-analysts and operators rely on.
+analysts and operators rely on. (Re-runs: tests/integration/test_idempotence.py.)
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.framework import JobContext, new_run_id, run_job, select_jobs
 from pipeline_lib.config import PipelineConfig
-from pipeline_lib.delta_io import read_table, table_path, table_version
+from pipeline_lib.delta_io import read_table, table_path
 
 pytestmark = pytest.mark.slow
 
@@ -116,22 +113,6 @@ GOLD_CONTRACT = {
 NON_REVENUE = ("cancelled", "returned")
 
 
-def run_all(spark: SparkSession, config: PipelineConfig) -> dict[str, object]:
-    ctx = JobContext(spark=spark, config=config, run_id=new_run_id())
-    return {spec.qualified_name: run_job(spec, ctx) for spec in select_jobs("all")}
-
-
-def lake_versions(spark: SparkSession, lake: str) -> dict[str, int | None]:
-    root = Path(lake)
-    return {
-        f"{layer.name}.{table.name}": table_version(spark, str(table))
-        for layer in root.iterdir()
-        if layer.name != "ops"
-        for table in layer.iterdir()
-        if (table / "_delta_log").is_dir()
-    }
-
-
 @pytest.fixture(scope="module")
 def pipeline(reference_lake):
     """The session's reference lake: generated data through every job once (tests/conftest.py)."""
@@ -201,13 +182,3 @@ def test_no_personal_data_in_gold(spark, pipeline):
         values = frame.select(F.explode(F.array(*[F.col(c) for c in text_columns])).alias("v")).distinct()
         leaked = values.where(F.col("v").isin(list(secrets))).limit(5).collect()
         assert not leaked, f"gold.{table} holds personal data: {leaked}"
-
-
-def test_rerun_with_nothing_new_changes_no_table(spark, pipeline):
-    config, _ = pipeline
-    before = lake_versions(spark, config.paths.lake)
-
-    results = run_all(spark, config)
-
-    assert lake_versions(spark, config.paths.lake) == before
-    assert all(r.rows_written == 0 for name, r in results.items() if name.startswith("bronze."))
