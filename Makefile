@@ -36,10 +36,10 @@ demo: setup  ## generate a small data set, run every layer into ./lakehouse, sum
 	$(BIN)/ecom-pipeline summary --lake $(DEMO_LAKE)
 
 test: setup  ## run the whole test suite (slow tests included) in $(TEST_WORKERS) processes
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: setup  ## run the tests not marked slow
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" $(PYTEST_ARGS)
 
 lint: setup  ## ruff check and format check
 	$(BIN)/ruff check pipeline_lib jobs tests tools airflow/dags

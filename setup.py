@@ -47,7 +47,7 @@ setup(
             "duckdb==2.0.1",
             "deltalake==1.6.6",
             # two test processes: Spark on tiny data waits on its driver more than on the CPU
-            "pytest-xdist>=3.6,<4",
+            "pytest-xdist>=3.8,<4",  # --no-loadscope-reorder
         ],
         # The benchmark's peer (bench/peer_duckdb.py): DuckDB over silver read with delta-rs.
         # Proven together with pyarrow 22 on Python 3.11.

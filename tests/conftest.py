@@ -144,8 +144,10 @@ def _build_reference_lake(spark: SparkSession, config: PipelineConfig) -> None:
 
 
 # The longest test modules, longest first (pytest --durations, 2026-11-25). `make test` runs
-# modules whole per worker (--dist loadfile) in collection order, the first two at once: a
-# long module left for last would run alone on one worker while the other idles. The crash
+# modules whole per worker (--dist loadfile) in collection order (--no-loadscope-reorder:
+# xdist would otherwise put the modules with the most tests first), the first two at once: a
+# long module left for last runs alone on one worker while the other idles (the crash
+# module, 10 tests and ~17 min, did). The crash
 # module (~19 min) starts at once; the second does not need the reference lake, so its worker
 # is busy while the first builds that lake. Modules not listed follow, in their usual order.
 LONGEST_MODULES_FIRST = (
