@@ -3,7 +3,7 @@
 A master and one worker (from the installed pyspark, on 127.0.0.1 and ports the OS hands
 out, tests/cluster.py) serve the module. The test submits every job, kills the executor JVM
 while a task of silver.orders runs, and compares the silver and gold tables with the
-session's locally built reference lake: one cluster run (~4 min on two cores) proves that
+session's locally built reference lake: one cluster run (4-7 min on two cores) proves that
 the jobs scale out unchanged and that losing an executor changes no result.
 """
 
