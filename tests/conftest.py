@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession
 
 from pipeline_lib.config import PipelineConfig, load_config
 from pipeline_lib.session import build_spark_session
-from tests.support import REFERENCE_DAYS, REFERENCE_SCALE, REFERENCE_SEED, REFERENCE_START
+from tests.support import generate_reference_landing
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,15 +86,7 @@ def reference_landing(
         generated = root / "landing.generated"
         if not generated.exists():
             shutil.rmtree(root, ignore_errors=True)  # a generation interrupted by a killed worker
-            from pipeline_lib.generator import generate_landing
-
-            generate_landing(
-                config.paths.landing,
-                start=REFERENCE_START,
-                days=REFERENCE_DAYS,
-                scale=REFERENCE_SCALE,
-                seed=REFERENCE_SEED,
-            )
+            generate_reference_landing(config.paths.landing)
             generated.touch()
     return config
 
@@ -147,9 +139,9 @@ def _build_reference_lake(spark: SparkSession, config: PipelineConfig) -> None:
 # modules whole per worker (--dist loadfile) in collection order (--no-loadscope-reorder:
 # xdist would otherwise put the modules with the most tests first), the first two at once: a
 # long module left for last runs alone on one worker while the other idles (the crash
-# module, 10 tests and ~17 min, did). The crash
-# module (~19 min) starts at once; the second does not need the reference lake, so its worker
-# is busy while the first builds that lake. Modules not listed follow, in their usual order.
+# module, 10 tests and ~24 min, did). So the crash module starts at once; the second does not
+# need the reference lake, so its worker is busy while the first builds that lake. Modules
+# not listed follow, in their usual order.
 LONGEST_MODULES_FIRST = (
     "test_crash_safety.py",
     "test_gold_jobs.py",

@@ -35,6 +35,15 @@ SMALL_SPARK_ENV = {
 CLI_TIMEOUT_S = 1800
 
 
+def generate_reference_landing(landing: str) -> None:
+    """Generate the reference deliveries (seeded: the same bytes every time) into ``landing``."""
+    from pipeline_lib.generator import generate_landing
+
+    generate_landing(
+        landing, start=REFERENCE_START, days=REFERENCE_DAYS, scale=REFERENCE_SCALE, seed=REFERENCE_SEED
+    )
+
+
 def cli_environment(**extra: str) -> dict[str, str]:
     """This process's environment without the caller's ECOM_* settings, plus small Spark settings."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("ECOM")}

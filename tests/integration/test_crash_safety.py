@@ -31,16 +31,12 @@ from jobs.framework import JobContext, new_run_id, run_job, select_jobs
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.delta_io import read_table, table_path, table_version
 from pipeline_lib.faults import CRASH_ENV
-from pipeline_lib.generator import generate_landing
 from pipeline_lib.landing import list_delivery_files
 from pipeline_lib.schemas import INGESTED_AT, LANDING_SOURCES, RUN_ID, SOURCE_FILE
 from tests.lake_compare import DATA_LAYERS, compare_lakes, lake_tables
 from tests.support import (
-    REFERENCE_DAYS,
-    REFERENCE_SCALE,
-    REFERENCE_SEED,
-    REFERENCE_START,
     cli_environment,
+    generate_reference_landing,
     run_cli,
 )
 
@@ -202,13 +198,7 @@ def test_a_file_log_repaired_after_a_kill_keeps_what_was_wrong_with_each_file(sp
     The reference deliveries include orders with a column outside the contract: the repaired
     entry must still say so (the crash test found it lost: bronze keeps rows, not headers).
     """
-    generate_landing(
-        config.paths.landing,
-        start=REFERENCE_START,
-        days=REFERENCE_DAYS,
-        scale=REFERENCE_SCALE,
-        seed=REFERENCE_SEED,
-    )
+    generate_reference_landing(config.paths.landing)
     [spec] = select_jobs("bronze", "orders")
     log_path = table_path(config.paths.lake, "ops", INGEST_LOG_TABLE)
 
