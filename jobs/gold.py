@@ -19,31 +19,27 @@ upstream (a line removed from an order) are deleted in the same MERGE.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Sequence
 from functools import reduce
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from jobs.framework import JobContext, JobResult, job
 from pipeline_lib.delta_io import (
-    OPS_TABLE_PROPERTIES,
     assert_unique_keys,
     read_table,
     replace_groups,
     table_exists,
     table_path,
     table_version,
-    upsert,
     write_table,
 )
 from pipeline_lib.gold.dimensions import build_dim_customer, build_dim_date, build_dim_product
 from pipeline_lib.gold.facts import build_fact_order_lines, build_fact_orders
 from pipeline_lib.gold.sessions import build_fact_sessions
-from pipeline_lib.watermarks import CDF_PROPERTIES, WATERMARKS_TABLE
+from pipeline_lib.watermarks import CDF_PROPERTIES, WATERMARKS_TABLE, save_processed_versions
 
 _CHANGE_TYPES = ("insert", "update_preimage", "update_postimage", "delete")
 
@@ -69,19 +65,6 @@ def _latest_versions(ctx: JobContext, sources: Sequence[str]) -> dict[str, int]:
     return versions
 
 
-# The watermark record of pipeline_lib.watermarks, read and written for all sources of a job
-# at once: one read and at most one MERGE per job instead of one per source.
-_WATERMARK_SCHEMA = T.StructType(
-    [
-        T.StructField("consumer", T.StringType(), False),
-        T.StructField("source", T.StringType(), False),
-        T.StructField("version", T.LongType(), False),
-        T.StructField("run_id", T.StringType(), False),
-        T.StructField("updated_at", T.TimestampType(), False),
-    ]
-)
-
-
 def _watermarks_path(ctx: JobContext) -> str:
     return table_path(ctx.config.paths.lake, "ops", WATERMARKS_TABLE)
 
@@ -105,20 +88,9 @@ def _save_versions(
     ctx: JobContext, consumer: str, versions: dict[str, int], done: dict[str, int | None]
 ) -> None:
     """Record the versions processed, in one MERGE, for the sources that moved."""
-    now = dt.datetime.now(dt.UTC)
-    moved = [
-        (consumer, source, version, ctx.run_id, now)
-        for source, version in versions.items()
-        if done.get(source) != version
-    ]
+    moved = {source: version for source, version in versions.items() if done.get(source) != version}
     if moved:
-        upsert(
-            ctx.spark.createDataFrame(moved, _WATERMARK_SCHEMA),
-            _watermarks_path(ctx),
-            keys=["consumer", "source"],
-            update_condition="s.version <> t.version",
-            properties=OPS_TABLE_PROPERTIES,
-        )
+        save_processed_versions(ctx.spark, ctx.config.paths.lake, consumer, moved, ctx.run_id)
 
 
 def _read(ctx: JobContext, source: str, versions: dict[str, int]) -> DataFrame:

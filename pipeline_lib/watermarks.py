@@ -10,6 +10,7 @@ absorb (re-processing is idempotent), so nothing is skipped and nothing doubles.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -57,16 +58,24 @@ def save_processed_version(
     spark: SparkSession, lake: str, consumer: str, source: str, version: int, run_id: str
 ) -> None:
     """Record that ``consumer`` has processed ``source`` up to ``version``."""
-    row = (consumer, source, int(version), run_id, dt.datetime.now(dt.UTC))
     crash_point(f"watermark.before_save.{consumer}")
+    save_processed_versions(spark, lake, consumer, {source: version}, run_id)
+    crash_point(f"watermark.after_save.{consumer}")
+
+
+def save_processed_versions(
+    spark: SparkSession, lake: str, consumer: str, versions: Mapping[str, int], run_id: str
+) -> None:
+    """Record, in one MERGE, the version up to which ``consumer`` has processed each source."""
+    now = dt.datetime.now(dt.UTC)
+    rows = [(consumer, source, int(version), run_id, now) for source, version in versions.items()]
     upsert(
-        spark.createDataFrame([row], _SCHEMA),
+        spark.createDataFrame(rows, _SCHEMA),
         table_path(lake, "ops", WATERMARKS_TABLE),
         keys=["consumer", "source"],
         update_condition="s.version <> t.version",
         properties=OPS_TABLE_PROPERTIES,
     )
-    crash_point(f"watermark.after_save.{consumer}")
 
 
 def read_appended_rows(
