@@ -24,6 +24,7 @@ from jobs.framework import JobContext, JobResult, job
 from pipeline_lib.bronze import conform_to_bronze, file_stats, with_lineage
 from pipeline_lib.delta_io import OPS_TABLE_PROPERTIES, read_table, table_exists, table_version, write_table
 from pipeline_lib.faults import crash_point
+from pipeline_lib.frames import local_frame
 from pipeline_lib.landing import DeliveryFile, list_delivery_files, read_delivery_file
 from pipeline_lib.schemas import INGEST_DATE, LANDING_SOURCES, RUN_ID, SOURCE_FILE, LandingSource
 from pipeline_lib.watermarks import CDF_PROPERTIES
@@ -305,7 +306,7 @@ def _append_log(spark: SparkSession, log_path: str, outcomes: Sequence[FileOutco
         for o in outcomes
     ]
     write_table(
-        spark.createDataFrame(rows, INGEST_LOG_SCHEMA),
+        local_frame(spark, rows, INGEST_LOG_SCHEMA),
         log_path,
         mode="append",
         properties=OPS_TABLE_PROPERTIES,

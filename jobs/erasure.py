@@ -61,6 +61,7 @@ from pipeline_lib.erasure import (
     ScrubPlan,
     plan_scrub,
 )
+from pipeline_lib.frames import local_frame
 from pipeline_lib.locks import job_lock
 from pipeline_lib.privacy import hmac_key
 from pipeline_lib.watermarks import WATERMARKS_TABLE
@@ -229,7 +230,7 @@ def forget_customer(
         tables = lake_tables(spark, lake)
         identifiers = collect_identifiers(spark, tables, customer_id)
         # One random salt for every table (a device gets one pseudonym), never stored.
-        needles = spark.createDataFrame([identifiers.needles_row(secrets.token_hex(32))], NEEDLES_SCHEMA)
+        needles = local_frame(spark, [identifiers.needles_row(secrets.token_hex(32))], NEEDLES_SCHEMA)
         plans = {name: plan_scrub(name, read_table(spark, path).schema) for name, path in tables.items()}
         found = _count_affected(spark, tables, plans, needles)
         history = [
@@ -531,9 +532,7 @@ def _fast_forward_watermarks(
             moved.append((mark.consumer, mark.source, _version(spark, tables[mark.source]), now))
     if not moved:
         return
-    updates = spark.createDataFrame(
-        moved, "consumer string, source string, version long, updated_at timestamp"
-    )
+    updates = local_frame(spark, moved, "consumer string, source string, version long, updated_at timestamp")
     (
         DeltaTable.forPath(spark, table_path(lake, "ops", WATERMARKS_TABLE))
         .alias("t")
@@ -655,7 +654,7 @@ def _record(spark: SparkSession, lake: str, report: ErasureReport, requested_at:
         now if report.status == STATUS_DONE else None,
     )
     write_table(
-        spark.createDataFrame([row], ERASURES_SCHEMA),
+        local_frame(spark, [row], ERASURES_SCHEMA),
         table_path(lake, "ops", ERASURES_TABLE),
         properties=OPS_TABLE_PROPERTIES,
     )

@@ -30,6 +30,7 @@ from pipeline_lib.delta_io import (
     upsert,
     write_table,
 )
+from pipeline_lib.frames import local_frame
 from pipeline_lib.history import FROM_INCOMING, IS_CURRENT, VALID_TO, build_scd2_history
 from pipeline_lib.privacy import hmac_key
 from pipeline_lib.quality import enforce_thresholds, quality_metrics, split_by_quality, with_rule_results
@@ -217,7 +218,7 @@ def order_items(ctx: JobContext) -> JobResult:
     recorded = (
         read_table(spark, path).groupBy("order_id").agg(F.max("order_updated_at").alias("recorded_version"))
         if table_exists(spark, path) and not ctx.full_refresh
-        else spark.createDataFrame([], "order_id string, recorded_version timestamp")
+        else local_frame(spark, [], "order_id string, recorded_version timestamp")
     )
     flagged = valid.transform(with_superseded_flag, recorded_versions=recorded).localCheckpoint()
     superseded = flagged.where(F.col(SUPERSEDED)).count()
@@ -280,15 +281,15 @@ def _existing(ctx: JobContext, path: str, table: str, *, full: bool = False) -> 
     """
     if table_exists(ctx.spark, path) and (full or not ctx.full_refresh):
         return read_table(ctx.spark, path)
-    return ctx.spark.createDataFrame([], SILVER_SCHEMAS[table])
+    return local_frame(ctx.spark, [], SILVER_SCHEMAS[table])
 
 
 def _orders_delivered_with(ctx: JobContext, items: DataFrame) -> DataFrame:
     """Order versions in the bronze order deliveries of the same ingest dates as ``items``."""
     orders_path = ctx.path("bronze", "orders")
     if not table_exists(ctx.spark, orders_path):
-        return ctx.spark.createDataFrame(
-            [], f"order_id string, {INGEST_DATE} date, delivered_updated_at timestamp"
+        return local_frame(
+            ctx.spark, [], f"order_id string, {INGEST_DATE} date, delivered_updated_at timestamp"
         )
     dates = [row[0] for row in items.select(INGEST_DATE).distinct().collect()]  # bounded: deliveries
     bronze_orders = read_table(ctx.spark, orders_path).where(F.col(INGEST_DATE).isin(dates))

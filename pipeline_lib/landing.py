@@ -15,6 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from pipeline_lib.bronze import align_csv_to_contract, parse_json_lines
+from pipeline_lib.frames import local_frame
 from pipeline_lib.schemas import CORRUPT_RECORD, LandingSource
 
 _DELIVERY_FOLDER = re.compile(r"ingest_date=(\d{4}-\d{2}-\d{2})")  # fullmatch
@@ -108,7 +109,7 @@ def read_delivery_file(spark: SparkSession, delivery: DeliveryFile, source: Land
     header = spark.read.option("header", True).option("inferSchema", False).csv(path).columns
     if not header:  # an empty file: nothing to read, but keep the contract's shape
         empty = T.StructType([*source.delivered_schema.fields, T.StructField(CORRUPT_RECORD, T.StringType())])
-        records = spark.createDataFrame([], empty).transform(align_csv_to_contract, source=source)
+        records = local_frame(spark, [], empty).transform(align_csv_to_contract, source=source)
         return DeliveryRead(records, ())
     schema = T.StructType(
         [T.StructField(name, T.StringType()) for name in header]

@@ -37,6 +37,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipeline_lib.config import QualityRule
+from pipeline_lib.frames import local_frame
 from pipeline_lib.schemas import DQ_FLAGS, FAILED_RULES
 
 __all__ = [
@@ -179,7 +180,7 @@ def quality_metrics(
     """
     spark = checked.sparkSession
     if not rules:
-        return spark.createDataFrame([], METRICS_SCHEMA)
+        return local_frame(spark, [], METRICS_SCHEMA)
     delivery = F.col(delivery_col) if delivery_col in checked.columns else F.lit(None).cast("string")
     counts = [F.count(F.lit(1)).alias("rows_checked")]
     for index, rule in enumerate(rules):

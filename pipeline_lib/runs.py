@@ -13,6 +13,7 @@ from pyspark.sql import types as T
 
 from pipeline_lib.delta_io import OPS_TABLE_PROPERTIES, table_path, write_table
 from pipeline_lib.faults import crash_point
+from pipeline_lib.frames import local_frame
 
 RUNS_TABLE = "pipeline_runs"
 
@@ -74,7 +75,7 @@ def record_run(spark: SparkSession, lake: str, record: RunRecord) -> None:
     )
     crash_point(f"run_record.before.{record.job}")
     write_table(
-        spark.createDataFrame([row], RUN_RECORD_SCHEMA),
+        local_frame(spark, [row], RUN_RECORD_SCHEMA),
         table_path(lake, "ops", RUNS_TABLE),
         properties=OPS_TABLE_PROPERTIES,
     )

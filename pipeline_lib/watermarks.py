@@ -25,6 +25,7 @@ from pipeline_lib.delta_io import (
     upsert,
 )
 from pipeline_lib.faults import crash_point
+from pipeline_lib.frames import local_frame
 
 WATERMARKS_TABLE = "watermarks"
 CDF_PROPERTIES = {"delta.enableChangeDataFeed": "true"}
@@ -70,7 +71,7 @@ def save_processed_versions(
     now = dt.datetime.now(dt.UTC)
     rows = [(consumer, source, int(version), run_id, now) for source, version in versions.items()]
     upsert(
-        spark.createDataFrame(rows, _SCHEMA),
+        local_frame(spark, rows, _SCHEMA),
         table_path(lake, "ops", WATERMARKS_TABLE),
         keys=["consumer", "source"],
         update_condition="s.version <> t.version",
