@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import pickle
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from pyspark.sql import SparkSession
 
 from pipeline_lib.config import PipelineConfig, load_config
 from pipeline_lib.session import build_spark_session
+from tests.hostile import HostileBuild, run_over_hostile_landing
 from tests.support import generate_reference_landing
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +84,7 @@ def reference_landing(
     """
     root = _reference_root(tmp_path_factory)
     config = base_config.with_paths(landing=str(root / "landing"), lake=str(root / "lake"))
-    with _reference_lock(root):
+    with _shared_lock(root):
         generated = root / "landing.generated"
         if not generated.exists():
             shutil.rmtree(root, ignore_errors=True)  # a generation interrupted by a killed worker
@@ -103,7 +105,7 @@ def reference_lake(
     read it (each build costs minutes of both cores).
     """
     root = _reference_root(tmp_path_factory)
-    with _reference_lock(root):
+    with _shared_lock(root):
         built = root / "built"
         if not built.exists():
             shutil.rmtree(reference_landing.paths.lake, ignore_errors=True)  # an interrupted build
@@ -112,17 +114,37 @@ def reference_lake(
     return reference_landing
 
 
-def _reference_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="session")
+def hostile_build(tmp_path_factory: pytest.TempPathFactory) -> HostileBuild:
+    """One command-line run over the hostile deliveries (tests/hostile.py), shared by the session.
+
+    ``test_hostile_input.py`` and ``test_privacy_and_paths.py`` read it; under pytest-xdist
+    the first worker to need it runs it under a file lock, the other reads what it saved.
+    """
+    root = _shared_root(tmp_path_factory, "hostile")
+    saved = root.parent / "hostile.pickle"
+    with _shared_lock(root):
+        if not saved.exists():
+            shutil.rmtree(root, ignore_errors=True)  # a run interrupted by a killed worker
+            saved.write_bytes(pickle.dumps(run_over_hostile_landing(root)))
+    return pickle.loads(saved.read_bytes())
+
+
+def _shared_root(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        return tmp_path_factory.getbasetemp().parent / "reference"  # common to the workers
-    return tmp_path_factory.getbasetemp() / "reference"
+        return tmp_path_factory.getbasetemp().parent / name  # common to the workers
+    return tmp_path_factory.getbasetemp() / name
+
+
+def _reference_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _shared_root(tmp_path_factory, "reference")
 
 
 @contextlib.contextmanager
-def _reference_lock(root: Path) -> Iterator[None]:
+def _shared_lock(root: Path) -> Iterator[None]:
     """Held by one process at a time; released when the file closes, or the process dies."""
     root.parent.mkdir(parents=True, exist_ok=True)
-    with open(root.parent / "reference.lock", "w") as lock:
+    with open(root.parent / f"{root.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
@@ -149,9 +171,7 @@ LONGEST_MODULES_FIRST = (
     "test_cluster.py",
     "test_privacy_and_paths.py",
     "test_notebooks.py",
-    "test_determinism.py",
     "test_idempotence.py",
-    "test_hostile_input.py",
     "test_backfill.py",
 )
 

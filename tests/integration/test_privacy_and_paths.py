@@ -1,11 +1,10 @@
 """Privacy and paths: no personal data or key material where it must not be, no write outside the lake.
 
-One command-line run (``ecom-pipeline run --layer all``, then ``status``) builds a small lake
-from the hostile landing zone of ``test_hostile_input.py`` (generated deliveries plus one
-mutated copy per kind of damage) and a customers file with a malformed row, with a
-distinctive ``ECOM_HMAC_KEY``, in an empty working directory and with ``HOME`` pointing at
-an empty folder. It proves, first, that the whole pipeline, gold included, does not crash on
-hostile deliveries. Then:
+The session's command-line run over the hostile deliveries (:mod:`tests.hostile`:
+``ecom-pipeline run --layer all``, then ``status``, over generated deliveries plus one mutated
+copy per kind of damage and a customers file with a malformed row, with a distinctive
+``ECOM_HMAC_KEY``, in an empty working directory and with ``HOME`` pointing at an empty
+folder; ``test_hostile_input.py`` proves that it did not crash) is scanned. Then:
 
 - every gold table (each value read through Delta, *and* every Parquet file under ``gold/``,
   older versions included, *and* the Delta logs with their column statistics), every ops
@@ -33,8 +32,6 @@ import json
 import os
 import posixpath
 import re
-import subprocess
-import sys
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -51,10 +48,9 @@ from pipeline_lib.config import ConfigError, load_config
 from pipeline_lib.delta_io import LAYERS, read_table, table_path
 from pipeline_lib.runs import RUNS_TABLE
 from pipeline_lib.schemas import LANDING_SOURCES
-from tests.integration.test_hostile_input import FUZZ_SEED, build_hostile_landing
-from tests.support import REPO, cli_environment
+from tests.hostile import HMAC_KEY, HostileBuild, snapshot
+from tests.support import REPO
 
-HMAC_KEY = "Kx9-distinctive-hmac-key-7f3a1c"
 GOLD_TABLES = (
     "dim_date",
     "dim_customer",
@@ -133,63 +129,17 @@ class Needles:
 # --- the command-line run --------------------------------------------------------------------
 
 
-def _snapshot(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in root.rglob("*")
-        if p.is_file()
-    }
-
-
-def _add_customer_file_with_a_malformed_row(landing: Path) -> None:
-    original = sorted(landing.glob("customers/ingest_date=*/customers_*.csv"))[0]
-    lines = original.read_text(encoding="utf-8").splitlines()
-    # An unbalanced quote: the row (with its e-mail and name) is kept whole in _corrupt_record.
-    lines[2] = lines[2].replace('","', '",""', 1)
-    (original.parent / "customers résumé copy.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
 @pytest.fixture(scope="module")
-def cli_lake(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("privacy")
-    landing, lake, cwd, home = root / "landing", root / "lake", root / "cwd", root / "home"
-    for folder in (cwd, home):
-        folder.mkdir()
-    build_hostile_landing(landing, FUZZ_SEED)
-    _add_customer_file_with_a_malformed_row(landing)
-    landing_before = _snapshot(landing)
-    env = cli_environment(ECOM_HMAC_KEY=HMAC_KEY, HOME=str(home), ECOM_CONF_DIR=str(REPO / "conf"))
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    commands = {}
-    for name, args in (
-        ("run", ("run", "--layer", "all", "--landing", str(landing), "--lake", str(lake))),
-        ("status", ("status", "--landing", str(landing), "--lake", str(lake))),
-    ):
-        commands[name] = subprocess.run(
-            [sys.executable, "-m", "jobs", *args],
-            cwd=cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=1800,
-        )
-    return {
-        "root": root,
-        "landing": landing,
-        "lake": lake,
-        "cwd": cwd,
-        "home": home,
-        "landing_before": landing_before,
-        "commands": commands,
-        "output": "\n".join(c.stdout + c.stderr for c in commands.values()),
-    }
+def cli_lake(hostile_build: HostileBuild) -> HostileBuild:
+    """The session's command-line run over the hostile deliveries (tests/hostile.py)."""
+    return hostile_build
 
 
 @pytest.fixture(scope="module")
 def needles(cli_lake) -> Needles:
-    personal = delivered_personal_data(cli_lake["landing"])
+    personal = delivered_personal_data(cli_lake.landing)
     assert all(len(values) >= 20 for values in personal.values()), {k: len(v) for k, v in personal.items()}
-    return Needles(personal, public_words(cli_lake["landing"]), HMAC_KEY)
+    return Needles(personal, public_words(cli_lake.landing), HMAC_KEY)
 
 
 def _row_texts(spark: SparkSession, path: str) -> Iterator[str]:
@@ -226,22 +176,8 @@ def _assert_clean(needles: Needles, texts: Iterable[str], where: str) -> int:
 
 
 @pytest.mark.slow
-def test_command_line_runs_every_layer_over_hostile_deliveries(cli_lake):
-    for name, done in cli_lake["commands"].items():
-        assert done.returncode == 0, f"{name}: {(done.stdout + done.stderr)[-3000:]}"
-    output = cli_lake["output"]
-    assert "Traceback" not in output, output[-3000:]
-    assert not re.search(r": FAILED after", output)  # the runner's line for a failed job
-    assert len(re.findall(r"^\[[\d:]+\] \w+\.\w+: done in", output, flags=re.MULTILINE)) == len(
-        select_jobs("all")
-    )
-    gold = cli_lake["lake"] / "gold"
-    assert sorted(p.name for p in gold.iterdir() if (p / "_delta_log").is_dir()) == sorted(GOLD_TABLES)
-
-
-@pytest.mark.slow
 def test_no_personal_data_or_key_in_any_gold_table_file_or_log(spark, cli_lake, needles: Needles):
-    gold = cli_lake["lake"] / "gold"
+    gold = cli_lake.lake / "gold"
     assert sorted(p.name for p in gold.iterdir()) == sorted(GOLD_TABLES)
     for table in GOLD_TABLES:
         assert _assert_clean(needles, _row_texts(spark, str(gold / table)), f"gold.{table}") > 0, table
@@ -252,7 +188,7 @@ def test_no_personal_data_or_key_in_any_gold_table_file_or_log(spark, cli_lake, 
 @pytest.mark.slow
 def test_personal_data_reached_silver_so_the_scan_can_see_it(spark, cli_lake, needles: Needles):
     # The scan is only worth something if it finds personal data where it is expected.
-    customers = read_table(spark, str(cli_lake["lake"] / "silver" / "customers"))
+    customers = read_table(spark, str(cli_lake.lake / "silver" / "customers"))
     texts = [
         r["j"]
         for r in customers.select(
@@ -266,7 +202,7 @@ def test_personal_data_reached_silver_so_the_scan_can_see_it(spark, cli_lake, ne
 def test_no_personal_data_or_key_in_run_records_ops_tables_or_command_output(
     spark, cli_lake, needles: Needles
 ):
-    ops = cli_lake["lake"] / "ops"
+    ops = cli_lake.lake / "ops"
     runs = read_table(spark, str(ops / RUNS_TABLE))
     assert runs.where(F.col("status") != "succeeded").count() == 0
     assert runs.count() >= 20
@@ -274,7 +210,7 @@ def test_no_personal_data_or_key_in_run_records_ops_tables_or_command_output(
         _assert_clean(needles, _row_texts(spark, str(ops / table)), f"ops.{table}")
     _assert_clean(needles, _parquet_texts(ops), "ops Parquet files")
     _assert_clean(needles, _log_texts(ops), "ops Delta logs")
-    output = cli_lake["output"]
+    output = cli_lake.output
     assert "silver.customers: done" in output and "gold freshness" in output  # the output was captured
     _assert_clean(needles, output.splitlines(), "command output (progress and Spark's log)")
 
@@ -447,11 +383,11 @@ def test_table_path_never_leaves_the_lake(lake: str, layer: str, table: str):
 
 @pytest.mark.slow
 def test_the_run_wrote_nothing_outside_the_lake(cli_lake):
-    assert list(cli_lake["cwd"].iterdir()) == [], "the working directory stays empty (no spark-warehouse)"
-    assert list(cli_lake["home"].iterdir()) == [], "HOME stays empty"
-    assert _snapshot(cli_lake["landing"]) == cli_lake["landing_before"], "the landing zone is read-only"
-    assert sorted(p.name for p in cli_lake["root"].iterdir()) == ["cwd", "home", "lake", "landing"]
-    lake: Path = cli_lake["lake"]
+    assert list(cli_lake.cwd.iterdir()) == [], "the working directory stays empty (no spark-warehouse)"
+    assert list(cli_lake.home.iterdir()) == [], "HOME stays empty"
+    assert snapshot(cli_lake.landing) == cli_lake.landing_before, "the landing zone is read-only"
+    assert sorted(p.name for p in cli_lake.root.iterdir()) == ["cwd", "home", "lake", "landing"]
+    lake: Path = cli_lake.lake
     assert {p.name for p in lake.iterdir()} <= set(LAYERS)
     for layer in lake.iterdir():
         for entry in layer.iterdir():
