@@ -1,17 +1,21 @@
 """The analyst notebooks run top to bottom on a lake built by the real pipeline, and draw charts.
 
-Each notebook is executed in a fresh ``python3`` kernel of this interpreter, pointed by
+Each notebook is executed in a ``python3`` kernel of this interpreter, pointed by
 ``$ECOM_LAKE`` at the session's reference lake (generated data through every job,
-tests/conftest.py). The committed notebooks
-themselves must carry no outputs (checked without Spark).
+tests/conftest.py). The four share one kernel, each starting from an empty namespace
+(``%reset -f``): a notebook that used a name it did not define fails as in a fresh kernel,
+and only the first pays for starting Spark's JVM (~30 s on two busy cores). The committed
+notebooks themselves must carry no outputs (checked without Spark).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
 import pytest
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 from tests.support import cli_environment
@@ -41,12 +45,22 @@ def demo_lake(reference_lake) -> Path:
     return Path(reference_lake.paths.lake)
 
 
-def execute_notebook(path: Path, lake: Path) -> nbformat.NotebookNode:
-    """Run a notebook top to bottom in a fresh kernel on ``lake``; a failing cell raises."""
+@pytest.fixture(scope="module")
+def kernel() -> Iterator[KernelManager]:
+    """One ``python3`` kernel for the module's notebooks; started by the first, shut down at the end."""
+    manager = KernelManager(kernel_name="python3")
+    yield manager
+    if manager.has_kernel:
+        manager.shutdown_kernel(now=True)
+
+
+def execute_notebook(path: Path, lake: Path, kernel: KernelManager) -> nbformat.NotebookNode:
+    """Run a notebook top to bottom on ``lake``, from an empty namespace; a failing cell raises."""
     notebook = nbformat.read(path, as_version=4)
+    notebook.cells.insert(0, nbformat.v4.new_code_cell("%reset -f"))  # what an earlier notebook defined
     client = NotebookClient(
         notebook,
-        kernel_name="python3",
+        km=kernel,
         timeout=CELL_TIMEOUT_S,
         startup_timeout=120,
         resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
@@ -82,8 +96,10 @@ def test_every_notebook_is_committed_without_outputs() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_top_to_bottom_and_draws_charts(path: Path, demo_lake: Path) -> None:
-    executed = execute_notebook(path, demo_lake)
+def test_notebook_runs_top_to_bottom_and_draws_charts(
+    path: Path, demo_lake: Path, kernel: KernelManager
+) -> None:
+    executed = execute_notebook(path, demo_lake, kernel)
 
     outputs = _outputs(executed)
     assert not [o for o in outputs if o.get("output_type") == "error"]
