@@ -22,6 +22,7 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs.cli import run_jobs
 from jobs.erasure import ERASURES_TABLE, customer_key, forget_customer
 from jobs.framework import JobContext, new_run_id, run_job, select_jobs
 from jobs.operations import maintain
@@ -400,7 +401,7 @@ def test_a_following_run_keeps_the_customer_erased(spark, erased):
     lake = config.paths.lake
     tables = [f"{layer}.{t}" for layer in ("bronze", "silver", "gold") for t in _tables(Path(lake) / layer)]
     counts = {t: read_table(spark, table_path(lake, *t.split("."))).count() for t in tables}
-    run_cli("run", "--layer", "all", "--lake", lake, "--landing", config.paths.landing)
+    run_jobs(spark, config, select_jobs("all"), [None])  # what `ecom-pipeline run --layer all` runs
     assert {t: read_table(spark, table_path(lake, *t.split("."))).count() for t in tables} == counts
     assert_nothing_left(Path(lake), erased.customer)
     assert revenue(spark, config) == revenue(spark, erased.reference)
