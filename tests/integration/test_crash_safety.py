@@ -1,13 +1,16 @@
 """Crash safety: a real ``ecom-pipeline run`` killed with SIGKILL at many points, then run again.
 
-A fresh lake is built from the reference landing zone by ``ecom-pipeline run --layer all``
-subprocesses, each killed (``ECOM_CRASH_AT``, :mod:`pipeline_lib.faults`: SIGKILL to the
-driver's JVM and to itself, nothing flushed) at the next point of :data:`CRASH_POINTS`,
-every run starting from whatever the previous kill left: half-logged bronze files, silver
-tables written with their watermark not moved, gold tables with stale watermarks, run
-records missing, lock files held by dead processes. A last run without a crash must then
-leave every table equal, by content, to the session's never-crashed ``reference_lake``; the
-counts must reconcile; and one more run must change nothing.
+A fresh lake is built from the reference landing zone by ``ecom-pipeline run`` subprocesses,
+each killed (``ECOM_CRASH_AT``, :mod:`pipeline_lib.faults`: SIGKILL to the driver's JVM and
+to itself, nothing flushed) at the next point of :data:`CRASH_POINTS`, every run starting
+from whatever the previous kill left: half-logged bronze files, silver tables written with
+their watermark not moved, gold tables with stale watermarks, run records missing, lock
+files held by dead processes. As a scheduler runs the pipeline (one task per layer, a failed
+task run again), a run killed in a layer is followed by ``run --layer <that layer>``, and
+the first run killed in a new layer is ``run --layer all`` (it finishes the layers before).
+A last ``run --layer all`` without a crash must then leave every table equal, by content,
+to the session's never-crashed ``reference_lake``; the counts must reconcile; and one more
+run must change nothing.
 """
 
 from __future__ import annotations
@@ -64,8 +67,9 @@ REPAIR_NOTE = "logged after an interrupted run (rows were in bronze)"
 
 @dataclass(frozen=True)
 class PipelineRun:
-    """One ``ecom-pipeline run --layer all`` subprocess."""
+    """One ``ecom-pipeline run --layer <layer>`` subprocess."""
 
+    layer: str
     crash_at: str | None
     returncode: int
     seconds: float
@@ -88,7 +92,7 @@ class CrashedBuild:
     final: PipelineRun
 
 
-def run_pipeline(landing: str, lake: str, *, crash_at: str | None = None) -> PipelineRun:
+def run_pipeline(landing: str, lake: str, *, layer: str = "all", crash_at: str | None = None) -> PipelineRun:
     extra = {CRASH_ENV: crash_at} if crash_at else {}
     if os.environ.get("ECOM_HMAC_KEY"):  # the reference hashed e-mails with the caller's key
         extra["ECOM_HMAC_KEY"] = os.environ["ECOM_HMAC_KEY"]
@@ -96,7 +100,7 @@ def run_pipeline(landing: str, lake: str, *, crash_at: str | None = None) -> Pip
     completed: subprocess.CompletedProcess[str] = run_cli(
         "run",
         "--layer",
-        "all",
+        layer,
         "--landing",
         landing,
         "--lake",
@@ -104,7 +108,16 @@ def run_pipeline(landing: str, lake: str, *, crash_at: str | None = None) -> Pip
         env=cli_environment(**extra),
         check=False,
     )
-    return PipelineRun(crash_at, completed.returncode, time.monotonic() - started, completed.stderr)
+    return PipelineRun(layer, crash_at, completed.returncode, time.monotonic() - started, completed.stderr)
+
+
+def run_layers() -> list[tuple[str, str]]:
+    """``(--layer, crash point)`` of each killed run: the point's layer, or ``all`` on entering a layer."""
+    runs, previous = [], None
+    for layer, point, _ in CRASH_POINTS:
+        runs.append((layer if layer == previous else "all", point))
+        previous = layer
+    return runs
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +132,8 @@ def crashed_build(
     lake = str(tmp_path_factory.mktemp("crashed") / "lake")
     landing = reference_landing.paths.landing
     killed = []
-    for _, point, _ in CRASH_POINTS:
-        run = run_pipeline(landing, lake, crash_at=point)
+    for layer, point in run_layers():
+        run = run_pipeline(landing, lake, layer=layer, crash_at=point)
         killed.append(run)
         if run.returncode != KILLED:
             break  # the points after it may never be reached: stop and report
@@ -136,6 +149,19 @@ def test_every_run_was_killed_by_sigkill_at_its_crash_point(crashed_build):
     assert len(CRASH_POINTS) >= 10 and all(layers.count(layer) >= 3 for layer in ("bronze", "silver", "gold"))
     assert len({point for _, point, _ in CRASH_POINTS}) == len(CRASH_POINTS)
     assert len(crashed_build.killed) == len(CRASH_POINTS)
+    # Runs of one layer resumed the runs killed in it; each layer was entered by a run of all.
+    assert [run.layer for run in crashed_build.killed] == [
+        "all",
+        "bronze",
+        "bronze",
+        "all",
+        "silver",
+        "silver",
+        "silver",
+        "all",
+        "gold",
+        "gold",
+    ]
     for run in crashed_build.killed:
         assert run.returncode == KILLED, (
             f"{run.crash_at}: exited {run.returncode}, not killed:\n{_tail(run.stderr)}"
