@@ -23,15 +23,13 @@ import json
 import os
 import random
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline_lib.generator import generate_landing
 from pipeline_lib.schemas import LANDING_SOURCES
-from tests.support import CLI_TIMEOUT_S, REPO, cli_environment
+from tests.support import REPO, cli_environment, run_cli
 
 HMAC_KEY = "Kx9-distinctive-hmac-key-7f3a1c"
 FUZZ_SEED = int(os.environ.get("ECOM_FUZZ_SEED", "20260301"))
@@ -339,14 +337,6 @@ def _add_customer_file_with_a_malformed_row(landing: Path) -> None:
     (original.parent / "customers résumé copy.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _add_customer_file_with_a_malformed_row(landing: Path) -> None:
-    original = sorted(landing.glob("customers/ingest_date=*/customers_*.csv"))[0]
-    lines = original.read_text(encoding="utf-8").splitlines()
-    # An unbalanced quote: the row (with its e-mail and name) is kept whole in _corrupt_record.
-    lines[2] = lines[2].replace('","', '",""', 1)
-    (original.parent / "customers résumé copy.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
 @dataclass(frozen=True)
 class HostileBuild:
     """The hostile landing zone, the lake one command-line run built from it, and what it printed."""
@@ -381,13 +371,6 @@ def run_over_hostile_landing(root: Path) -> HostileBuild:
         ("run", ("run", "--layer", "all", "--landing", str(landing), "--lake", str(lake))),
         ("status", ("status", "--landing", str(landing), "--lake", str(lake))),
     ):
-        done = subprocess.run(
-            [sys.executable, "-m", "jobs", *args],
-            cwd=cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT_S,
-        )
+        done = run_cli(*args, env=env, cwd=cwd, check=False)
         returncodes[name], outputs[name] = done.returncode, done.stdout + done.stderr
     return HostileBuild(root, landing, lake, cwd, home, landing_before, mutants, returncodes, outputs)

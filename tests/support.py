@@ -51,19 +51,24 @@ def cli_environment(**extra: str) -> dict[str, str]:
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = CLI_TIMEOUT_S, check: bool = True
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path = REPO,
+    timeout: float = CLI_TIMEOUT_S,
+    check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``ecom-pipeline <args>`` (as ``python -m jobs``) in a subprocess; fail the test on error.
 
     Args:
         args: The command line after ``ecom-pipeline``.
         env: The environment; default :func:`cli_environment`.
+        cwd: The working directory; default the repository.
         timeout: Seconds before the subprocess is killed.
         check: Fail the calling test when the command exits non-zero.
     """
     completed = subprocess.run(
         [sys.executable, "-m", "jobs", *args],
-        cwd=REPO,
+        cwd=cwd,
         env=cli_environment() if env is None else env,
         capture_output=True,
         text=True,

@@ -48,7 +48,7 @@ from pipeline_lib.config import ConfigError, load_config
 from pipeline_lib.delta_io import LAYERS, read_table, table_path
 from pipeline_lib.runs import RUNS_TABLE
 from pipeline_lib.schemas import LANDING_SOURCES
-from tests.hostile import HMAC_KEY, HostileBuild, snapshot
+from tests.hostile import HMAC_KEY, snapshot
 from tests.support import REPO
 
 GOLD_TABLES = (
@@ -130,16 +130,10 @@ class Needles:
 
 
 @pytest.fixture(scope="module")
-def cli_lake(hostile_build: HostileBuild) -> HostileBuild:
-    """The session's command-line run over the hostile deliveries (tests/hostile.py)."""
-    return hostile_build
-
-
-@pytest.fixture(scope="module")
-def needles(cli_lake) -> Needles:
-    personal = delivered_personal_data(cli_lake.landing)
+def needles(hostile_build) -> Needles:
+    personal = delivered_personal_data(hostile_build.landing)
     assert all(len(values) >= 20 for values in personal.values()), {k: len(v) for k, v in personal.items()}
-    return Needles(personal, public_words(cli_lake.landing), HMAC_KEY)
+    return Needles(personal, public_words(hostile_build.landing), HMAC_KEY)
 
 
 def _row_texts(spark: SparkSession, path: str) -> Iterator[str]:
@@ -176,8 +170,8 @@ def _assert_clean(needles: Needles, texts: Iterable[str], where: str) -> int:
 
 
 @pytest.mark.slow
-def test_no_personal_data_or_key_in_any_gold_table_file_or_log(spark, cli_lake, needles: Needles):
-    gold = cli_lake.lake / "gold"
+def test_no_personal_data_or_key_in_any_gold_table_file_or_log(spark, hostile_build, needles: Needles):
+    gold = hostile_build.lake / "gold"
     assert sorted(p.name for p in gold.iterdir()) == sorted(GOLD_TABLES)
     for table in GOLD_TABLES:
         assert _assert_clean(needles, _row_texts(spark, str(gold / table)), f"gold.{table}") > 0, table
@@ -186,9 +180,9 @@ def test_no_personal_data_or_key_in_any_gold_table_file_or_log(spark, cli_lake, 
 
 
 @pytest.mark.slow
-def test_personal_data_reached_silver_so_the_scan_can_see_it(spark, cli_lake, needles: Needles):
+def test_personal_data_reached_silver_so_the_scan_can_see_it(spark, hostile_build, needles: Needles):
     # The scan is only worth something if it finds personal data where it is expected.
-    customers = read_table(spark, str(cli_lake.lake / "silver" / "customers"))
+    customers = read_table(spark, str(hostile_build.lake / "silver" / "customers"))
     texts = [
         r["j"]
         for r in customers.select(
@@ -200,9 +194,9 @@ def test_personal_data_reached_silver_so_the_scan_can_see_it(spark, cli_lake, ne
 
 @pytest.mark.slow
 def test_no_personal_data_or_key_in_run_records_ops_tables_or_command_output(
-    spark, cli_lake, needles: Needles
+    spark, hostile_build, needles: Needles
 ):
-    ops = cli_lake.lake / "ops"
+    ops = hostile_build.lake / "ops"
     runs = read_table(spark, str(ops / RUNS_TABLE))
     assert runs.where(F.col("status") != "succeeded").count() == 0
     assert runs.count() >= 20
@@ -210,7 +204,7 @@ def test_no_personal_data_or_key_in_run_records_ops_tables_or_command_output(
         _assert_clean(needles, _row_texts(spark, str(ops / table)), f"ops.{table}")
     _assert_clean(needles, _parquet_texts(ops), "ops Parquet files")
     _assert_clean(needles, _log_texts(ops), "ops Delta logs")
-    output = cli_lake.output
+    output = hostile_build.output
     assert "silver.customers: done" in output and "gold freshness" in output  # the output was captured
     _assert_clean(needles, output.splitlines(), "command output (progress and Spark's log)")
 
@@ -382,12 +376,12 @@ def test_table_path_never_leaves_the_lake(lake: str, layer: str, table: str):
 
 
 @pytest.mark.slow
-def test_the_run_wrote_nothing_outside_the_lake(cli_lake):
-    assert list(cli_lake.cwd.iterdir()) == [], "the working directory stays empty (no spark-warehouse)"
-    assert list(cli_lake.home.iterdir()) == [], "HOME stays empty"
-    assert snapshot(cli_lake.landing) == cli_lake.landing_before, "the landing zone is read-only"
-    assert sorted(p.name for p in cli_lake.root.iterdir()) == ["cwd", "home", "lake", "landing"]
-    lake: Path = cli_lake.lake
+def test_the_run_wrote_nothing_outside_the_lake(hostile_build):
+    assert list(hostile_build.cwd.iterdir()) == [], "the working directory stays empty (no spark-warehouse)"
+    assert list(hostile_build.home.iterdir()) == [], "HOME stays empty"
+    assert snapshot(hostile_build.landing) == hostile_build.landing_before, "the landing zone is read-only"
+    assert sorted(p.name for p in hostile_build.root.iterdir()) == ["cwd", "home", "lake", "landing"]
+    lake: Path = hostile_build.lake
     assert {p.name for p in lake.iterdir()} <= set(LAYERS)
     for layer in lake.iterdir():
         for entry in layer.iterdir():
