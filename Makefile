@@ -18,7 +18,8 @@ TEST_WORKERS ?= 2
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
-setup: $(STAMP) $(JARS)/.done  ## create .venv with everything, fetch Delta Lake's jars (idempotent)
+setup: $(STAMP) $(JARS)/.done  ## create .venv with everything, fetch Delta Lake's jars, build tools/local_fs (idempotent)
+	@$(BIN)/python tools/build_local_fs.py
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
