@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from chispa import assert_df_equality
+from delta.tables import DeltaTable
 from pyspark.sql import types as T
 
 from pipeline_lib.delta_io import (
@@ -138,3 +141,18 @@ def test_replace_groups_with_nothing_in_scope_commits_nothing(spark, tmp_path):
 
     assert not replace_groups(empty, path, row_keys=["order_id", "line_no"], scope=empty.select("order_id"))
     assert table_version(spark, path) == 0
+
+
+def test_table_version_is_the_latest_commit_past_checkpoints_and_odd_folder_names(spark, tmp_path):
+    path = str(tmp_path / "a folder, with [odd] name" / "t")
+    assert table_version(spark, path) is None
+    (tmp_path / "not_delta").mkdir()
+    assert table_version(spark, str(tmp_path / "not_delta")) is None
+    row = spark.createDataFrame([(1,)], "n int")
+    row.write.format("delta").option("delta.checkpointInterval", "2").save(path)
+    for _ in range(4):
+        row.write.format("delta").mode("append").save(path)
+
+    assert any(name.endswith(".checkpoint.parquet") for name in os.listdir(f"{path}/_delta_log"))
+    assert table_version(spark, path) == 4
+    assert table_version(spark, path) == DeltaTable.forPath(spark, path).history(1).first()["version"]
