@@ -4,9 +4,11 @@ Each run computes ONE as-of date (``--as-of``, else the latest order date in
 silver.orders) from the silver tables and replaces exactly that date's partition of
 ``<lake>/gold/<table>`` (partitioned by ``as_of_date``, Delta ``replaceWhere``); the other
 as-of dates stay. When the partition already holds the same rows, nothing is written, so
-a re-run commits nothing. ``--full-refresh`` rewrites the partition unconditionally (the
-content is the same: every run recomputes the as-of date from silver). See
-``docs/segments_and_popularity.md``.
+a re-run commits nothing. Each write records its inputs' fingerprint (the silver versions
+read, ``--as-of``, the settings and the code) in the commit's ``userMetadata``; a run whose
+fingerprint is the table's latest commit's skips the computation too. ``--full-refresh``
+rewrites the partition unconditionally (the content is the same: every run recomputes the
+as-of date from silver). See ``docs/segments_and_popularity.md``.
 
     ecom-pipeline run --layer gold --job customer_segments --as-of 2026-03-07
     ecom-pipeline run --layer gold --job product_popularity
@@ -15,17 +17,40 @@ content is the same: every run recomputes the as-of date from silver). See
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
+import importlib
+import inspect
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.framework import JobContext, JobResult, job
-from pipeline_lib.delta_io import read_table, table_exists, table_version, write_table
+from pipeline_lib.delta_io import (
+    latest_user_metadata,
+    read_table,
+    table_exists,
+    table_version,
+    write_table,
+)
 from pipeline_lib.gold.popularity import product_popularity
 from pipeline_lib.gold.segments import customer_segments
 from pipeline_lib.watermarks import CDF_PROPERTIES
 
 AS_OF_COLUMN = "as_of_date"
+INPUTS_KEY = "aggregate_inputs"  # in the userMetadata of each write: the inputs' fingerprint
+# The code an aggregate's rows depend on: a change to it changes the fingerprint.
+_CODE_MODULES = (
+    "jobs.gold_aggregates",
+    "pipeline_lib.gold.facts",
+    "pipeline_lib.gold.popularity",
+    "pipeline_lib.gold.schemas",
+    "pipeline_lib.gold.segments",
+    "pipeline_lib.schemas",
+)
 
 
 class MissingInputError(RuntimeError):
@@ -35,16 +60,65 @@ class MissingInputError(RuntimeError):
 # --- I/O helpers (reads, bounded metadata, writes) -------------------------------------------
 
 
-def read_silver(ctx: JobContext, table: str) -> DataFrame:
-    """The current version of ``<lake>/silver/<table>``.
+def read_silver(ctx: JobContext, tables: Sequence[str]) -> tuple[dict[str, DataFrame], dict[str, int]]:
+    """The silver ``tables`` as of their current versions, and those versions.
+
+    Each table is read at the version listed, so the versions name exactly what was read.
 
     Raises:
-        MissingInputError: The table does not exist (the silver layer has not run).
+        MissingInputError: A table does not exist (the silver layer has not run).
     """
-    path = ctx.path("silver", table)
-    if not table_exists(ctx.spark, path):
-        raise MissingInputError(f"no Delta table silver.{table} at {path}: run the silver layer first")
-    return read_table(ctx.spark, path)
+    versions = {}
+    for table in tables:
+        path = ctx.path("silver", table)
+        version = table_version(ctx.spark, path)
+        if version is None:
+            raise MissingInputError(f"no Delta table silver.{table} at {path}: run the silver layer first")
+        versions[table] = version
+    frames = {t: read_table(ctx.spark, ctx.path("silver", t), version=v) for t, v in versions.items()}
+    return frames, versions
+
+
+@functools.cache
+def _code_digest() -> str:
+    sources = (inspect.getsource(importlib.import_module(name)) for name in _CODE_MODULES)
+    return hashlib.sha256("\0".join(sources).encode()).hexdigest()
+
+
+def inputs_fingerprint(
+    versions: Mapping[str, int], as_of: dt.date | None, settings: Mapping[str, Any]
+) -> str:
+    """A digest of everything an as-of partition is computed from.
+
+    The silver versions read, the ``--as-of`` asked (None: the latest order date, itself a
+    function of silver.orders), the job's settings and the source of the code that computes
+    the rows (:data:`_CODE_MODULES`).
+    """
+    document = {
+        "silver": dict(versions),
+        "as_of": None if as_of is None else as_of.isoformat(),
+        "settings": settings,
+        "code": _code_digest(),
+    }
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def published_from(ctx: JobContext, path: str, fingerprint: str) -> dict[str, Any] | None:
+    """The latest commit's record if it wrote these very inputs' partition, else None.
+
+    Any later commit (another as-of date, an erasure, maintenance) makes it None: the job
+    then recomputes and compares, as without the record.
+    """
+    if ctx.full_refresh:
+        return None
+    raw = latest_user_metadata(ctx.spark, path)
+    try:
+        record = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    if isinstance(record, dict) and record.get(INPUTS_KEY) == fingerprint:
+        return record
+    return None
 
 
 def collect_order_stats(orders: DataFrame) -> tuple[dt.date | None, int]:
@@ -88,35 +162,78 @@ def partition_is_unchanged(rows: DataFrame, path: str, as_of: dt.date) -> bool:
     return differences.isEmpty()
 
 
-def replace_as_of_partition(rows: DataFrame, path: str, as_of: dt.date) -> None:
+def replace_as_of_partition(rows: DataFrame, path: str, as_of: dt.date, *, user_metadata: str) -> None:
     """Replace the ``as_of`` partition of the table at ``path`` with ``rows`` (one commit).
 
     Creates the table (partitioned by ``as_of_date``, change data feed on) when missing.
     Delta checks that every written row matches the ``replaceWhere`` predicate.
     """
     if not table_exists(rows.sparkSession, path):
-        write_table(rows, path, mode="overwrite", partition_by=[AS_OF_COLUMN], properties=CDF_PROPERTIES)
+        write_table(
+            rows,
+            path,
+            mode="overwrite",
+            partition_by=[AS_OF_COLUMN],
+            properties=CDF_PROPERTIES,
+            user_metadata=user_metadata,
+        )
         return
     (
         rows.write.format("delta")
         .mode("overwrite")
         .partitionBy(AS_OF_COLUMN)
         .option("replaceWhere", _as_of_predicate(as_of))
+        .option("userMetadata", user_metadata)
         .save(path)
     )
 
 
-def publish_as_of(ctx: JobContext, rows: DataFrame, table: str, as_of: dt.date, rows_read: int) -> JobResult:
-    """Write one as-of partition of ``<lake>/gold/<table>`` unless it already holds ``rows``."""
+def publish_as_of(
+    ctx: JobContext,
+    table: str,
+    orders: DataFrame,
+    build: Callable[[dt.date], DataFrame],
+    fingerprint: str,
+) -> JobResult:
+    """Write one as-of partition of ``<lake>/gold/<table>`` unless it already holds its rows.
+
+    Skips the computation when the table's latest commit wrote the same inputs (see
+    :func:`published_from`); else builds the rows with ``build(as_of)`` and compares them
+    with the stored partition.
+    """
     path = ctx.path("gold", table)
-    rows = rows.persist()
+    done = published_from(ctx, path, fingerprint)
+    if done is not None:
+        ctx.progress(
+            f"gold.{table}: as of {done['as_of_date']}: {done['partition_rows']} rows, inputs unchanged "
+            "since they were written; nothing computed"
+        )
+        return JobResult(
+            rows_read=int(done["rows_read"]),
+            rows_written=0,
+            delta_versions={path: table_version(ctx.spark, path)},  # type: ignore[dict-item]
+            details={
+                "as_of_date": done["as_of_date"],
+                "partition": "unchanged",
+                "partition_rows": int(done["partition_rows"]),
+                "inputs": "unchanged since the partition was written",
+            },
+        )
+    as_of, rows_read = resolve_as_of(ctx, orders)
+    rows = build(as_of).persist()
     try:
         count = rows.count()
         if not ctx.full_refresh and partition_is_unchanged(rows, path, as_of):
             ctx.progress(f"gold.{table}: as of {as_of}: {count} rows, unchanged; nothing written")
             written, outcome = 0, "unchanged"
         else:
-            replace_as_of_partition(rows, path, as_of)
+            record = {
+                INPUTS_KEY: fingerprint,
+                "as_of_date": as_of.isoformat(),
+                "partition_rows": count,
+                "rows_read": rows_read,
+            }
+            replace_as_of_partition(rows, path, as_of, user_metadata=json.dumps(record, sort_keys=True))
             ctx.progress(f"gold.{table}: as of {as_of}: {count} rows written")
             written, outcome = count, "replaced"
     finally:
@@ -136,34 +253,39 @@ def publish_as_of(ctx: JobContext, rows: DataFrame, table: str, as_of: dt.date, 
 @job("gold", "customer_segments")
 def build_customer_segments(ctx: JobContext) -> JobResult:
     """RFM scores and segment per customer as of a date (rows_read: silver.orders rows)."""
-    orders = read_silver(ctx, "orders")
-    order_items = read_silver(ctx, "order_items")
-    as_of, rows_read = resolve_as_of(ctx, orders)
-    segments_config = ctx.config.segments
-    segments = customer_segments(
-        orders,
-        order_items=order_items,
-        as_of=as_of,
-        score_buckets=segments_config.score_buckets,
-        mapping=[(rule.segment, rule.when) for rule in segments_config.mapping],
-    )
-    return publish_as_of(ctx, segments, "customer_segments", as_of, rows_read)
+    silver, versions = read_silver(ctx, ("orders", "order_items"))
+    score_buckets = ctx.config.segments.score_buckets
+    mapping = [(rule.segment, rule.when) for rule in ctx.config.segments.mapping]
+    settings = {"score_buckets": score_buckets, "mapping": mapping}
+
+    def build(as_of: dt.date) -> DataFrame:
+        return customer_segments(
+            silver["orders"],
+            order_items=silver["order_items"],
+            as_of=as_of,
+            score_buckets=score_buckets,
+            mapping=mapping,
+        )
+
+    fingerprint = inputs_fingerprint(versions, ctx.as_of, settings)
+    return publish_as_of(ctx, "customer_segments", silver["orders"], build, fingerprint)
 
 
 @job("gold", "product_popularity")
 def build_product_popularity(ctx: JobContext) -> JobResult:
     """Views, carts, purchases, revenue and ranks per product and window as of a date."""
-    orders = read_silver(ctx, "orders")
-    order_items = read_silver(ctx, "order_items")
-    clicks = read_silver(ctx, "clicks")
-    products = read_silver(ctx, "products")
-    as_of, rows_read = resolve_as_of(ctx, orders)
-    popularity = product_popularity(
-        clicks,
-        orders=orders,
-        order_items=order_items,
-        products=products,
-        as_of=as_of,
-        windows_days=ctx.config.pipeline.popularity_windows_days,
-    )
-    return publish_as_of(ctx, popularity, "product_popularity", as_of, rows_read)
+    silver, versions = read_silver(ctx, ("orders", "order_items", "clicks", "products"))
+    windows_days = ctx.config.pipeline.popularity_windows_days
+
+    def build(as_of: dt.date) -> DataFrame:
+        return product_popularity(
+            silver["clicks"],
+            orders=silver["orders"],
+            order_items=silver["order_items"],
+            products=silver["products"],
+            as_of=as_of,
+            windows_days=windows_days,
+        )
+
+    fingerprint = inputs_fingerprint(versions, ctx.as_of, {"windows_days": windows_days})
+    return publish_as_of(ctx, "product_popularity", silver["orders"], build, fingerprint)

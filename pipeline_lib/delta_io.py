@@ -7,6 +7,7 @@ with a "found vs required" message; duplicate keys are reported before a MERGE.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 
@@ -84,6 +85,29 @@ def table_version(spark: SparkSession, path: str) -> int | None:
     return max(versions) if versions else None
 
 
+def latest_user_metadata(spark: SparkSession, path: str) -> str | None:
+    """The ``userMetadata`` of the table's latest commit, or None (no table, no metadata).
+
+    Read from the commit file's ``commitInfo`` line through Hadoop's file system, no Spark job.
+    """
+    version = table_version(spark, path)
+    if version is None:
+        return None
+    jvm = spark.sparkContext._jvm
+    commit = jvm.org.apache.hadoop.fs.Path(f"{path.rstrip('/')}/_delta_log/{version:020d}.json")
+    stream = commit.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).open(commit)
+    try:
+        reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, "UTF-8"))
+        while (line := reader.readLine()) is not None:
+            info = json.loads(line).get("commitInfo")
+            if info is not None:  # Delta writes it first; any other action line is skipped
+                metadata = info.get("userMetadata")
+                return metadata if isinstance(metadata, str) else None
+    finally:
+        stream.close()
+    return None
+
+
 def require_columns(df: DataFrame, required: Iterable[str], *, what: str) -> None:
     """Raise :class:`MissingColumnsError` listing found vs required columns."""
     required = list(required)
@@ -110,12 +134,15 @@ def write_table(
     partition_by: Sequence[str] = (),
     properties: dict[str, str] | None = None,
     overwrite_schema: bool = False,
+    user_metadata: str | None = None,
 ) -> None:
     """Write ``df`` as one Delta commit (``append`` or ``overwrite``).
 
     Args:
         properties: Delta table properties, set when the table is created
             (e.g. ``{"delta.enableChangeDataFeed": "true"}``).
+        user_metadata: Kept in the commit's ``commitInfo.userMetadata``
+            (see :func:`latest_user_metadata`).
     """
     if mode not in ("append", "overwrite"):
         raise ValueError(f"mode must be 'append' or 'overwrite', got {mode!r}")
@@ -128,6 +155,8 @@ def write_table(
         writer = writer.option("mergeSchema", "true")
     for key, value in (properties or {}).items():
         writer = writer.option(key, value)
+    if user_metadata is not None:
+        writer = writer.option("userMetadata", user_metadata)
     crash_point("delta.before_commit", table=path)
     writer.save(path)
     crash_point("delta.after_commit", table=path)

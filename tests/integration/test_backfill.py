@@ -7,6 +7,8 @@ aggregates as of it; a backfill does that once per day of its range, oldest firs
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 import shutil
 
 import pytest
@@ -14,7 +16,7 @@ from pyspark.sql import functions as F
 
 from jobs.cli import run_jobs
 from jobs.framework import select_jobs
-from pipeline_lib.delta_io import read_table, table_path, table_version
+from pipeline_lib.delta_io import latest_user_metadata, read_table, table_path, table_version
 from pipeline_lib.schemas import INGEST_DATE
 from tests.support import REFERENCE_DAYS, REFERENCE_START, run_cli
 
@@ -73,4 +75,9 @@ def test_backfill_of_the_aggregates_writes_one_partition_per_day_and_reruns_chan
     run_jobs(spark, config, select_jobs("gold", "customer_segments"), days)
 
     assert table_version(spark, segments_path) == version
-    assert capfd.readouterr().err.count("unchanged; nothing written") == len(days)
+    # Each day recomputed and found equal, but the one written last (the table's latest commit,
+    # from the same silver versions): that one is not even recomputed.
+    progress = capfd.readouterr().err
+    assert progress.count("unchanged; nothing written") == len(days) - 1
+    skipped = re.findall(r"as of (\S+): \d+ rows, inputs unchanged since they were written", progress)
+    assert skipped == [json.loads(latest_user_metadata(spark, segments_path))["as_of_date"]]  # type: ignore[arg-type]

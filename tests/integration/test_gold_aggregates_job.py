@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from decimal import Decimal
 from typing import Any
@@ -150,6 +151,7 @@ def test_product_popularity_defaults_to_the_latest_order_date_and_reruns_commit_
     actual = gold(spark, config, "product_popularity")
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
     assert (first.rows_written, again.rows_written) == (6, 0)
+    assert again.details["inputs"] == "unchanged since the partition was written"  # not even computed
     assert table_version(spark, path) == version
     partitions = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").select(F.col("partitionColumns")).first()
     assert partitions is not None and partitions[0] == ["as_of_date"]
@@ -162,3 +164,31 @@ def test_missing_silver_table_fails_with_a_one_line_reason(
         JobFailedError, match=r"no Delta table silver\.orders at .*: run the silver layer first"
     ):
         run(spark, config, "customer_segments", as_of=LATEST)
+
+
+def test_an_aggregate_is_recomputed_when_silver_settings_or_the_asked_date_change(
+    spark: SparkSession, config: PipelineConfig
+) -> None:
+    silver = {"orders": ORDERS, "order_items": ORDER_ITEMS, "clicks": CLICKS, "products": PRODUCTS}
+    for table, rows in silver.items():
+        write_silver(spark, config, table, rows)
+    path = table_path(config.paths.lake, "gold", "product_popularity")
+    run(spark, config, "product_popularity")
+    assert "inputs" in run(spark, config, "product_popularity").details  # skipped: same inputs
+
+    write_silver(spark, config, "clicks", CLICKS)  # a new silver version, the same rows
+    version = table_version(spark, path)
+    recomputed = run(spark, config, "product_popularity")
+    assert "inputs" not in recomputed.details and recomputed.details["partition"] == "unchanged"
+    assert table_version(spark, path) == version  # recomputed, compared equal: nothing written
+    assert "inputs" not in run(spark, config, "product_popularity", as_of=LATEST).details
+
+    week_only = dataclasses.replace(
+        config, pipeline=dataclasses.replace(config.pipeline, popularity_windows_days=(7,))
+    )
+    narrowed = run(spark, week_only, "product_popularity")
+    assert (narrowed.rows_written, narrowed.details["partition"]) == (3, "replaced")
+    assert "inputs" in run(spark, week_only, "product_popularity").details
+    refreshed = run(spark, week_only, "product_popularity", full_refresh=True)
+    assert (refreshed.rows_written, table_version(spark, path)) == (3, version + 2)  # type: ignore[operator]
+    assert gold(spark, config, "product_popularity").select("window_days").distinct().collect() == [(7,)]
