@@ -34,7 +34,7 @@ from pipeline_lib.frames import local_frame
 from pipeline_lib.history import FROM_INCOMING, IS_CURRENT, VALID_TO, build_scd2_history
 from pipeline_lib.privacy import hmac_key
 from pipeline_lib.quality import enforce_thresholds, quality_metrics, split_by_quality, with_rule_results
-from pipeline_lib.quality_io import write_quality_metrics, write_quarantine
+from pipeline_lib.quality_io import measured_once, write_quality_metrics, write_quarantine
 from pipeline_lib.schemas import INGEST_DATE, SILVER_SCHEMAS, SOURCE_FILE
 from pipeline_lib.transforms.customers import (
     PII_COLUMNS,
@@ -265,7 +265,7 @@ def _check_quality(
     """Check the rules, write quarantine and metrics, enforce thresholds; return the valid rows."""
     rules = ctx.config.quality.rules_for(table)
     checked = with_rule_results(rows, rules, references=references).localCheckpoint()
-    metrics = quality_metrics(checked, rules, table=table, run_id=ctx.run_id)
+    metrics = measured_once(quality_metrics(checked, rules, table=table, run_id=ctx.run_id))
     write_quality_metrics(metrics, ctx.config.paths.lake)
     valid, quarantined = split_by_quality(checked)
     write_quarantine(quarantined, ctx.config.paths.lake, table, run_id=ctx.run_id)

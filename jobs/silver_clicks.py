@@ -31,7 +31,7 @@ from jobs.framework import JobContext, JobResult, job
 from pipeline_lib.config import QualityRule
 from pipeline_lib.delta_io import read_table, table_exists, table_version, write_table
 from pipeline_lib.quality import enforce_thresholds, quality_metrics, split_by_quality, with_rule_results
-from pipeline_lib.quality_io import write_quality_metrics, write_quarantine
+from pipeline_lib.quality_io import measured_once, write_quality_metrics, write_quarantine
 from pipeline_lib.schemas import FAILED_RULES
 from pipeline_lib.transforms.clicks import (
     CLICK_MUTABLE_COLUMNS,
@@ -123,7 +123,7 @@ def _write_quality(ctx: JobContext, checked: DataFrame, rules: Sequence[QualityR
     The stop comes before anything reaches silver and before the watermark moves, so the
     same bronze rows are read again after the fix (quarantine does not take them twice).
     """
-    metrics = quality_metrics(checked, rules, table=TABLE, run_id=ctx.run_id)
+    metrics = measured_once(quality_metrics(checked, rules, table=TABLE, run_id=ctx.run_id))
     write_quality_metrics(metrics, ctx.config.paths.lake)
     _, quarantined = split_by_quality(checked)
     write_quarantine(quarantined, ctx.config.paths.lake, TABLE, run_id=ctx.run_id)

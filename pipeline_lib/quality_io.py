@@ -23,6 +23,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipeline_lib.delta_io import OPS_TABLE_PROPERTIES, append_new, require_columns, table_path, upsert
+from pipeline_lib.frames import local_frame
+from pipeline_lib.quality import METRICS_SCHEMA
 from pipeline_lib.schemas import (
     DQ_FLAGS,
     FAILED_RULES,
@@ -40,6 +42,7 @@ __all__ = [
     "METRIC_KEYS",
     "ROW_KEY",
     "bronze_record",
+    "measured_once",
     "quarantine_rows",
     "write_quality_metrics",
     "write_quarantine",
@@ -110,6 +113,18 @@ def write_quarantine(quarantined: DataFrame, lake: str, table: str, *, run_id: s
         return path
     append_new(quarantine_rows(quarantined, run_id=run_id), path, keys=[SOURCE_FILE, ROW_KEY])
     return path
+
+
+def measured_once(metrics: DataFrame) -> DataFrame:
+    """The metrics of :func:`pipeline_lib.quality.quality_metrics`, computed once, as a local relation.
+
+    Metrics are bounded (one row per delivery and rule) and read three times: written,
+    their keys checked before the MERGE, and held against the thresholds. Lazy, each read
+    would aggregate the checked rows again (a Spark job each); collected once, the reads
+    after it run on the driver's rows.
+    """
+    rows = metrics.select(*METRICS_SCHEMA.fieldNames()).collect()
+    return local_frame(metrics.sparkSession, rows, METRICS_SCHEMA)
 
 
 def write_quality_metrics(metrics: DataFrame, lake: str) -> str | None:

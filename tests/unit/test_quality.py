@@ -8,12 +8,14 @@ from pyspark.sql import types as T
 
 from pipeline_lib.config import QualityRule
 from pipeline_lib.quality import (
+    METRICS_SCHEMA,
     QualityThresholdError,
     enforce_thresholds,
     quality_metrics,
     split_by_quality,
     with_rule_results,
 )
+from pipeline_lib.quality_io import measured_once
 
 SCHEMA = T.StructType(
     [
@@ -185,3 +187,14 @@ def test_enforce_thresholds_uses_default_threshold(spark):
     no_threshold = [QualityRule(name=r.name, expr=r.expr, action=r.action) for r in rules]
     with pytest.raises(QualityThresholdError, match=r"33\.3%"):
         enforce_thresholds(metrics, no_threshold, default_threshold=0.2)
+
+
+def test_measured_once_holds_the_same_metrics_on_the_driver(spark):
+    _, metrics = _metrics_rows(spark)
+    held = measured_once(metrics)
+
+    assert held.schema == METRICS_SCHEMA
+    assert_df_equality(held.drop("measured_at"), metrics.drop("measured_at"), ignore_row_order=True)
+    jobs_before = spark.sparkContext.statusTracker().getJobIdsForGroup()
+    assert len(held.collect()) == 4 and not held.isEmpty()  # the driver's rows: no Spark job
+    assert spark.sparkContext.statusTracker().getJobIdsForGroup() == jobs_before
