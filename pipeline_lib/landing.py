@@ -20,6 +20,8 @@ from pipeline_lib.schemas import CORRUPT_RECORD, LandingSource
 
 _DELIVERY_FOLDER = re.compile(r"ingest_date=(\d{4}-\d{2}-\d{2})")  # fullmatch
 _GLOB_CHARS = re.compile(r"([\\\[\]{}*?])")
+MAX_HEADER_BYTES = 1 << 20  # a longer first line is left to Spark's own header read
+_INT_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,9 @@ def read_delivery_file(spark: SparkSession, delivery: DeliveryFile, source: Land
     path = _escape_glob(delivery.path)
     if source.file_format == "json":
         return DeliveryRead(spark.read.text(path).transform(parse_json_lines, source=source), ())
-    header = spark.read.option("header", True).option("inferSchema", False).csv(path).columns
+    header = csv_header(spark, delivery.path)
+    if header is None:  # a first line over 1 MiB: let Spark read it from the file
+        header = spark.read.option("header", True).option("inferSchema", False).csv(path).columns
     if not header:  # an empty file: nothing to read, but keep the contract's shape
         empty = T.StructType([*source.delivered_schema.fields, T.StructField(CORRUPT_RECORD, T.StringType())])
         records = local_frame(spark, [], empty).transform(align_csv_to_contract, source=source)
@@ -125,6 +129,56 @@ def read_delivery_file(spark: SparkSession, delivery: DeliveryFile, source: Land
     )
     return DeliveryRead(
         delivered.transform(align_csv_to_contract, source=source), _header_problems(header, source)
+    )
+
+
+def csv_header(spark: SparkSession, path: str) -> list[str] | None:
+    """A CSV file's column names as Spark's CSV reader (``header``) names them, without a Spark job.
+
+    Spark takes the first line that is not only spaces (a UTF-8 byte order mark at the start of the
+    file skipped, compressed files decompressed by extension) and parses it with its CSV
+    parser. This reads that line through Hadoop's file system on the driver and hands it to
+    the same parser as a one-line local Dataset, so names are the same (empty names become
+    ``_c<i>``, duplicates get their index). ``spark.read.csv(path).columns`` instead runs a
+    Spark job per file (~0.4 s each).
+
+    Returns:
+        The names; ``[]`` for a file of blank lines only; None when the first non-blank
+        line is over :data:`MAX_HEADER_BYTES` (the caller then lets Spark read it).
+    """
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    file = jvm.org.apache.hadoop.fs.Path(path)
+    raw = file.getFileSystem(conf).open(file)
+    try:
+        codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(conf).getCodec(file)
+        reader = jvm.org.apache.hadoop.util.LineReader(raw if codec is None else codec.createInputStream(raw))
+        text = jvm.org.apache.hadoop.io.Text()
+        first = True
+        while reader.readLine(text, MAX_HEADER_BYTES, _INT_MAX) > 0:
+            if text.getLength() >= MAX_HEADER_BYTES:
+                return None
+            line = text.toString()
+            if first and line.startswith("\ufeff"):
+                line = line[1:]  # Hadoop's line reader skips a byte order mark at the file's start
+            first = False
+            if line.strip(" "):  # Spark skips lines that SQL's trim (spaces only) empties
+                break
+        else:
+            return []
+    finally:
+        raw.close()
+    session = spark._jsparkSession
+    lines = session.createDataset(
+        jvm.java.util.Collections.singletonList(line), jvm.org.apache.spark.sql.Encoders.STRING()
+    )
+    return list(
+        session.read()
+        .option("header", "true")
+        .option("inferSchema", "false")
+        .csv(lines)
+        .schema()
+        .fieldNames()
     )
 
 

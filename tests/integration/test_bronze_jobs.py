@@ -16,6 +16,7 @@ from jobs.bronze import INGEST_LOG_TABLE, ingest_source
 from jobs.framework import JobContext, new_run_id
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.delta_io import read_table, table_exists, table_path, table_version
+from pipeline_lib.landing import MAX_HEADER_BYTES, csv_header
 from pipeline_lib.schemas import LANDING_SOURCES
 
 pytestmark = pytest.mark.slow
@@ -277,3 +278,38 @@ def test_rows_in_every_file_reconcile_with_bronze(spark, config):
     }
     logged = {r["file"]: r["rows"] for r in ingest_log(spark, config).collect()}
     assert rows_per_file == lines_per_file == logged
+
+
+HEADERS = {
+    "plain.csv": b"order_id,customer_id,status\no1,c1,paid\n",
+    "bom.csv": b"\xef\xbb\xbforder_id,status\r\no1,paid\r\n",
+    "blank_lines_first.csv": b"\n  \n\t\r\n\x00\norder_id , status\no1,paid\n",
+    "duplicate_and_empty_names.csv": b"order_id,,status,Status,order_id,\no1,x,paid,p,o,y\n",
+    "quoted.csv": b'"order_id","a, b","say ""hi""",status\no1,1,2,paid\n',
+    "unbalanced_quote.csv": b'order_id,"status,note\no1,paid,x\n',
+    "cr_only.csv": b"order_id,status\ro1,paid\r",
+    "no_newline.csv": b"order_id,status",
+    "bad_utf8_and_nul.csv": b"order\xff\xfeid,sta\x00tus,na\xc3\xafve\no1,paid,x\n",
+    "empty.csv": b"",
+    "only_blank.csv": b"\n \n\r\n",
+    "huge_first_line.csv": b"c" * (MAX_HEADER_BYTES + 10) + b",status\no1,paid\n",
+    "gzipped.csv.gz": gzip.compress(b"\n\xef\xbb\xbforder_id,status\no1,paid\n"),
+    "bom_then_blank.csv": b"\xef\xbb\xbf\norder_id,status\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HEADERS))
+def test_csv_header_names_columns_as_sparks_csv_reader_does(spark, tmp_path, name):
+    path = tmp_path / "ingest_date=2026-03-01" / name
+    path.parent.mkdir()
+    path.write_bytes(HEADERS[name])
+    hadoop_path = f"file:{path}"
+
+    header = csv_header(spark, hadoop_path)
+
+    spark_header = spark.read.option("header", True).option("inferSchema", False).csv(hadoop_path).columns
+    if name == "huge_first_line.csv":
+        assert header is None  # left to Spark's own read
+    else:
+        assert header == spark_header
+    assert (header == []) == (name in ("empty.csv", "only_blank.csv"))
