@@ -79,6 +79,13 @@ def write_silver(spark: SparkSession, config: PipelineConfig, table: str, rows: 
     )
 
 
+def write_every_silver_table(spark: SparkSession, config: PipelineConfig) -> None:
+    """The four silver tables the aggregates read, from the literal rows above."""
+    silver = {"orders": ORDERS, "order_items": ORDER_ITEMS, "clicks": CLICKS, "products": PRODUCTS}
+    for table, rows in silver.items():
+        write_silver(spark, config, table, rows)
+
+
 def run(spark: SparkSession, config: PipelineConfig, name: str, **options: Any) -> JobResult:
     """Run one gold job through the framework's registry and runner."""
     [spec] = select_jobs("gold", name)
@@ -126,9 +133,7 @@ def test_customer_segments_keeps_as_of_dates_side_by_side_and_reruns_commit_noth
 def test_product_popularity_defaults_to_the_latest_order_date_and_reruns_commit_nothing(
     spark: SparkSession, config: PipelineConfig
 ) -> None:
-    silver = {"orders": ORDERS, "order_items": ORDER_ITEMS, "clicks": CLICKS, "products": PRODUCTS}
-    for table, rows in silver.items():
-        write_silver(spark, config, table, rows)
+    write_every_silver_table(spark, config)
     path = table_path(config.paths.lake, "gold", "product_popularity")
 
     first = run(spark, config, "product_popularity")
@@ -169,9 +174,7 @@ def test_missing_silver_table_fails_with_a_one_line_reason(
 def test_an_aggregate_is_recomputed_when_silver_settings_or_the_asked_date_change(
     spark: SparkSession, config: PipelineConfig
 ) -> None:
-    silver = {"orders": ORDERS, "order_items": ORDER_ITEMS, "clicks": CLICKS, "products": PRODUCTS}
-    for table, rows in silver.items():
-        write_silver(spark, config, table, rows)
+    write_every_silver_table(spark, config)
     path = table_path(config.paths.lake, "gold", "product_popularity")
     run(spark, config, "product_popularity")
     assert "inputs" in run(spark, config, "product_popularity").details  # skipped: same inputs
