@@ -47,6 +47,7 @@ from pipeline_lib.config import PipelineConfig
 from pipeline_lib.delta_io import (
     LAYERS,
     OPS_TABLE_PROPERTIES,
+    hadoop_file_system,
     read_table,
     table_exists,
     table_path,
@@ -265,12 +266,9 @@ def lake_tables(spark: SparkSession, lake: str) -> dict[str, str]:
 
     Lists with Hadoop's file system, so it works on object stores too.
     """
-    jvm = spark.sparkContext._jvm
-    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
     found = {}
     for layer in LAYERS:
-        root = jvm.org.apache.hadoop.fs.Path(f"{lake.rstrip('/')}/{layer}")  # type: ignore[union-attr]
-        fs = root.getFileSystem(hadoop_conf)
+        root, fs = hadoop_file_system(spark, f"{lake.rstrip('/')}/{layer}")
         if not fs.exists(root):
             continue
         for status in fs.listStatus(root):
@@ -552,10 +550,7 @@ def _normalized(uri: str) -> str:
 def _collect_unreferenced_files(spark: SparkSession, path: str) -> list[str]:
     """Data files under the table that its current version does not use: older versions and
     change-data files, which VACUUM deletes (lists file names only)."""
-    jvm = spark.sparkContext._jvm
-    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
-    root = jvm.org.apache.hadoop.fs.Path(path)  # type: ignore[union-attr]
-    fs = root.getFileSystem(hadoop_conf)
+    root, fs = hadoop_file_system(spark, path)
     live = {_normalized(uri) for uri in read_table(spark, path).inputFiles()}
     files = fs.listFiles(root, True)
     unreferenced = []
@@ -736,13 +731,11 @@ def _collect_log_mentions(
     Commit (``.json``) and checksum (``.crc``) files are read as text, checkpoints as rows
     turned to JSON, all tables at once. Collects file names only.
     """
-    jvm = spark.sparkContext._jvm
-    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
     owner = {}
     for name in touched:
         if name in tables:
-            log = jvm.org.apache.hadoop.fs.Path(f"{tables[name]}/_delta_log")  # type: ignore[union-attr]
-            for status in log.getFileSystem(hadoop_conf).listStatus(log):
+            log, fs = hadoop_file_system(spark, f"{tables[name]}/_delta_log")
+            for status in fs.listStatus(log):
                 owner[status.getPath().toString()] = name
     texts = [f for f in owner if f.endswith((".json", ".crc"))]
     checkpoints = [f for f in owner if ".checkpoint" in f and f.endswith(".parquet")]
@@ -768,9 +761,8 @@ def _collect_landing_mentions(
     spark: SparkSession, landing: str, identifiers: CustomerIdentifiers
 ) -> list[str]:
     """Delivery files of the landing zone that mention the customer (read only; file names collected)."""
-    jvm = spark.sparkContext._jvm
-    root = jvm.org.apache.hadoop.fs.Path(landing)  # type: ignore[union-attr]
-    if not root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(root):
+    root, fs = hadoop_file_system(spark, landing)
+    if not fs.exists(root):
         return []
     try:
         lines = spark.read.text(f"{landing.rstrip('/')}/{_LANDING_GLOB}")

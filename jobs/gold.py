@@ -29,6 +29,7 @@ from pyspark.sql import functions as F
 from jobs.framework import JobContext, JobResult, job
 from pipeline_lib.delta_io import (
     assert_unique_keys,
+    latest_commit,
     read_table,
     replace_groups,
     table_exists,
@@ -118,15 +119,18 @@ def _changed_rows(ctx: JobContext, source: str, after: int | None, latest: int) 
 
 
 def _collect_commit_metrics(ctx: JobContext, path: str) -> tuple[int, int, int]:
-    """(version, source rows, target rows written) of the table's last commit (bounded metadata)."""
-    last = DeltaTable.forPath(ctx.spark, path).history(1).select("version", "operationMetrics").first()
-    metrics = {k: int(v) for k, v in (last["operationMetrics"] or {}).items() if v.isdigit()}  # type: ignore[index]
+    """(version, source rows, target rows written) of the table's last commit (its commit file)."""
+    last = latest_commit(ctx.spark, path)
+    if last is None:
+        raise FileNotFoundError(f"no Delta table at {path} after writing it")
+    raw = last.info.get("operationMetrics") or {}
+    metrics = {k: int(v) for k, v in raw.items() if str(v).isdigit()}
     if "numOutputRows" in metrics and "numTargetRowsInserted" not in metrics:  # WRITE
-        return int(last["version"]), metrics["numOutputRows"], metrics["numOutputRows"]  # type: ignore[index]
+        return last.version, metrics["numOutputRows"], metrics["numOutputRows"]
     written = sum(
         metrics.get(k, 0) for k in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")
     )
-    return int(last["version"]), metrics.get("numSourceRows", 0), written  # type: ignore[index]
+    return last.version, metrics.get("numSourceRows", 0), written
 
 
 def _result(ctx: JobContext, path: str, *, mode: str) -> JobResult:

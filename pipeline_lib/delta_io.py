@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from delta.tables import DeltaTable
+from py4j.java_gateway import JavaObject
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -65,6 +68,16 @@ def read_table(spark: SparkSession, path: str, *, version: int | None = None) ->
     return reader.load(path)
 
 
+def hadoop_file_system(spark: SparkSession, path: str) -> tuple[JavaObject, JavaObject]:
+    """Hadoop's ``Path`` for ``path`` and its ``FileSystem``, with the session's Hadoop settings.
+
+    For bounded driver-side file work (listings, a commit file, a CSV header): local
+    folders, HDFS and object stores alike.
+    """
+    hadoop_path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(path)
+    return hadoop_path, hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+
 def table_version(spark: SparkSession, path: str) -> int | None:
     """The latest committed version of the table at ``path``, or None if there is no table.
 
@@ -72,40 +85,59 @@ def table_version(spark: SparkSession, path: str) -> int | None:
     written whole by Delta's atomic commit), with one listing through Hadoop's file system:
     no Spark job, unlike ``DeltaTable.history(1)`` (two jobs, ~0.5 s a call measured).
     """
-    jvm = spark.sparkContext._jvm
-    log = jvm.org.apache.hadoop.fs.Path(f"{path.rstrip('/')}/_delta_log")
-    fs = log.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    log, fs = hadoop_file_system(spark, f"{path.rstrip('/')}/_delta_log")
     if not fs.exists(log):
         return None
     # One string for the whole listing: one py4j call instead of three per file (py4j passes
     # a Path[] only where the parameter is an Object, as in Scala's stringOf).
+    jvm = spark.sparkContext._jvm
     paths = jvm.org.apache.hadoop.fs.FileUtil.stat2Paths(fs.listStatus(log))
     listing = jvm.scala.runtime.ScalaRunTime.stringOf(paths)
     versions = [int(v) for v in _COMMIT_FILE.findall(listing)]
     return max(versions) if versions else None
 
 
-def latest_user_metadata(spark: SparkSession, path: str) -> str | None:
-    """The ``userMetadata`` of the table's latest commit, or None (no table, no metadata).
+@dataclass(frozen=True)
+class Commit:
+    """A table's commit: its version and its ``commitInfo`` action, as Delta wrote it.
 
-    Read from the commit file's ``commitInfo`` line through Hadoop's file system, no Spark job.
+    ``info`` holds ``operation``, ``operationMetrics`` (numbers as strings, as in
+    ``DESCRIBE HISTORY``), ``userMetadata`` when the writer set one, and the rest.
+    """
+
+    version: int
+    info: dict[str, Any]
+
+
+def latest_commit(spark: SparkSession, path: str) -> Commit | None:
+    """The table's latest commit, or None when there is no table.
+
+    Read from the commit file's ``commitInfo`` line through Hadoop's file system, next to
+    :func:`table_version`'s listing; ``DeltaTable.history(1)`` reads the same line but
+    builds and plans a DataFrame around it.
     """
     version = table_version(spark, path)
     if version is None:
         return None
+    commit, fs = hadoop_file_system(spark, f"{path.rstrip('/')}/_delta_log/{version:020d}.json")
     jvm = spark.sparkContext._jvm
-    commit = jvm.org.apache.hadoop.fs.Path(f"{path.rstrip('/')}/_delta_log/{version:020d}.json")
-    stream = commit.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).open(commit)
+    stream = fs.open(commit)
     try:
         reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, "UTF-8"))
         while (line := reader.readLine()) is not None:
             info = json.loads(line).get("commitInfo")
-            if info is not None:  # Delta writes it first; any other action line is skipped
-                metadata = info.get("userMetadata")
-                return metadata if isinstance(metadata, str) else None
+            if isinstance(info, dict):  # Delta writes it first; any other action line is skipped
+                return Commit(version, info)
     finally:
         stream.close()
-    return None
+    return Commit(version, {})
+
+
+def latest_user_metadata(spark: SparkSession, path: str) -> str | None:
+    """The ``userMetadata`` of the table's latest commit, or None (no table, no metadata)."""
+    commit = latest_commit(spark, path)
+    metadata = commit.info.get("userMetadata") if commit else None
+    return metadata if isinstance(metadata, str) else None
 
 
 def require_columns(df: DataFrame, required: Iterable[str], *, what: str) -> None:
@@ -239,12 +271,9 @@ def register_lake_tables(spark: SparkSession, lake: str, layers: Sequence[str] =
     Returns:
         The qualified names registered, sorted.
     """
-    jvm = spark.sparkContext._jvm
-    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
     registered = []
     for layer in layers:
-        root = jvm.org.apache.hadoop.fs.Path(f"{lake.rstrip('/')}/{layer}")
-        fs = root.getFileSystem(hadoop_conf)
+        root, fs = hadoop_file_system(spark, f"{lake.rstrip('/')}/{layer}")
         if not fs.exists(root):
             continue
         spark.sql(f"CREATE DATABASE IF NOT EXISTS `{layer}`")

@@ -15,6 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from pipeline_lib.bronze import align_csv_to_contract, parse_json_lines
+from pipeline_lib.delta_io import hadoop_file_system
 from pipeline_lib.frames import local_frame
 from pipeline_lib.schemas import CORRUPT_RECORD, LandingSource
 
@@ -50,10 +51,7 @@ def list_delivery_files(spark: SparkSession, landing: str, source: str) -> Listi
     files (``.`` or ``_`` prefix, e.g. ``_SUCCESS`` or ``.crc``) are skipped; folders
     whose name is not ``ingest_date=<a real date>`` are reported in ``ignored``.
     """
-    jvm = spark.sparkContext._jvm
-    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
-    root = jvm.org.apache.hadoop.fs.Path(f"{landing.rstrip('/')}/{source}")
-    fs = root.getFileSystem(hadoop_conf)
+    root, fs = hadoop_file_system(spark, f"{landing.rstrip('/')}/{source}")
     if not fs.exists(root):
         return Listing((), ())
     files: list[DeliveryFile] = []
@@ -148,8 +146,8 @@ def csv_header(spark: SparkSession, path: str) -> list[str] | None:
     """
     jvm = spark.sparkContext._jvm
     conf = spark.sparkContext._jsc.hadoopConfiguration()
-    file = jvm.org.apache.hadoop.fs.Path(path)
-    raw = file.getFileSystem(conf).open(file)
+    file, fs = hadoop_file_system(spark, path)
+    raw = fs.open(file)
     try:
         codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(conf).getCodec(file)
         reader = jvm.org.apache.hadoop.util.LineReader(raw if codec is None else codec.createInputStream(raw))

@@ -23,6 +23,8 @@ from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
+from pipeline_lib.delta_io import hadoop_file_system
+
 LOCKS_FOLDER = "_locks"
 DEFAULT_STALE_AFTER = dt.timedelta(hours=12)
 # A lock file without a holder yet is being written; only after this long is it abandoned.
@@ -43,9 +45,7 @@ def job_lock(
         JobLockedError: Another live run holds the lock.
     """
     jvm = spark.sparkContext._jvm  # Hadoop's FileSystem has no Python API
-    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
-    path = jvm.org.apache.hadoop.fs.Path(f"{lake.rstrip('/')}/ops/{LOCKS_FOLDER}/{job}.lock")
-    fs = path.getFileSystem(hadoop_conf)
+    path, fs = hadoop_file_system(spark, f"{lake.rstrip('/')}/ops/{LOCKS_FOLDER}/{job}.lock")
     holder = {
         "run_id": run_id,
         "host": socket.gethostname(),

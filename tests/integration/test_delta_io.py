@@ -13,6 +13,7 @@ from pipeline_lib.delta_io import (
     DuplicateKeyError,
     MissingColumnsError,
     append_new,
+    latest_commit,
     read_table,
     register_lake_tables,
     replace_groups,
@@ -156,3 +157,20 @@ def test_table_version_is_the_latest_commit_past_checkpoints_and_odd_folder_name
     assert any(name.endswith(".checkpoint.parquet") for name in os.listdir(f"{path}/_delta_log"))
     assert table_version(spark, path) == 4
     assert table_version(spark, path) == DeltaTable.forPath(spark, path).history(1).first()["version"]
+
+
+def test_latest_commit_is_what_history_reports_for_a_write_and_a_merge(spark, tmp_path):
+    path = str(tmp_path / "t")
+    assert latest_commit(spark, path) is None
+    write_table(orders(spark, [("o1", "new", "1.00"), ("o2", "new", "2.00")]), path, user_metadata="first")
+    first = latest_commit(spark, path)
+    assert first is not None and first.version == 0 and first.info["userMetadata"] == "first"
+    upsert(orders(spark, [("o2", "paid", "2.00"), ("o3", "new", "3.00")]), path, keys=["order_id"])
+
+    last = latest_commit(spark, path)
+    history = DeltaTable.forPath(spark, path).history(1).first()
+    assert last is not None and last.version == history["version"] == 1
+    assert last.info["operation"] == history["operation"] == "MERGE"
+    assert last.info["operationMetrics"] == history["operationMetrics"]
+    assert last.info["operationMetrics"]["numTargetRowsInserted"] == "1"
+    assert "userMetadata" not in last.info
