@@ -80,6 +80,7 @@ class _Batch:
     rows: DataFrame
     source_path: str
     latest_version: int
+    read: int  # the number of rows: counted once, they are reconciled at the end
 
 
 @job("silver", "fx_rates")
@@ -173,7 +174,8 @@ def orders(ctx: JobContext) -> JobResult:
     ).transform(with_fx_rate, rates=rates, base_currency=ctx.config.pipeline.base_currency)
     valid, quarantined = _check_quality(ctx, "orders", cleaned)
     latest = valid.transform(dedupe_orders).localCheckpoint()
-    duplicates = valid.count() - latest.count()
+    valid_rows = valid.count()
+    duplicates = valid_rows - latest.count()
     path = ctx.path("silver", "orders")
     if not ctx.full_refresh and table_exists(ctx.spark, path):
         recorded = read_table(ctx.spark, path).select("order_id", F.col("updated_at").alias("__recorded"))
@@ -193,7 +195,7 @@ def orders(ctx: JobContext) -> JobResult:
             properties=CDF_PROPERTIES,
             update_condition="s.updated_at > t.updated_at",
         )
-    counts = {"duplicates_removed": duplicates, "superseded": valid.count() - duplicates - written}
+    counts = {"duplicates_removed": duplicates, "superseded": valid_rows - duplicates - written}
     return _finish(ctx, "orders", batch, path, written=written, quarantined=quarantined, counts=counts)
 
 
@@ -254,9 +256,10 @@ def _new_bronze_rows(ctx: JobContext, source: str, table: str) -> _Batch | None:
         else last_processed_version(ctx.spark, ctx.config.paths.lake, _consumer(table), f"bronze.{source}")
     )
     rows, latest = read_appended_rows(ctx.spark, path, after)
-    if latest is None or rows.isEmpty():
+    read = 0 if latest is None else rows.count()
+    if not read:
         return None
-    return _Batch(rows=rows, source_path=path, latest_version=latest)
+    return _Batch(rows=rows, source_path=path, latest_version=latest, read=read)
 
 
 def _check_quality(
@@ -321,15 +324,19 @@ def _merge_history(
         existing, incoming, keys=keys, tracked=tracked, prefer=_newest_delivery_first()
     ).localCheckpoint()
     # Rows from bronze carry their rule flags (an array, maybe empty); generated delisted rows carry null.
-    from_bronze = incoming.where(F.col("_dq_flags").isNotNull())
-    received = from_bronze.count()
-    distinct_starts = from_bronze.select(*keys, "valid_from").distinct().count()
-    new_versions = history.where(F.col(FROM_INCOMING)).count()
-    delisted_versions = (
-        history.where(F.col(FROM_INCOMING) & F.col("is_delisted")).count()
-        if "is_delisted" in history.columns
-        else 0
+    # Each count is one query: rows received and their distinct version starts (a group by
+    # counts nulls as a value, as distinct() does), then new and delisted versions.
+    received, distinct_starts = (
+        incoming.where(F.col("_dq_flags").isNotNull())
+        .groupBy(*keys, "valid_from")
+        .count()
+        .agg(F.coalesce(F.sum("count"), F.lit(0)), F.count(F.lit(1)))
+        .first()
     )
+    delisted = F.col("is_delisted") if "is_delisted" in history.columns else F.lit(False)
+    new_versions, delisted_versions = history.agg(
+        F.count_if(F.col(FROM_INCOMING)), F.count_if(F.col(FROM_INCOMING) & delisted)
+    ).first()
     rows = history.drop(FROM_INCOMING)
     if ctx.full_refresh or not table_exists(ctx.spark, path):
         write_table(rows, path, mode="overwrite", properties=properties, overwrite_schema=ctx.full_refresh)
@@ -378,7 +385,7 @@ def _finish(
     counts: dict[str, int],
 ) -> JobResult:
     """Reconcile, save the watermark (last), and report."""
-    read = batch.rows.count()
+    read = batch.read
     accounted = (
         written
         + quarantined

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -151,10 +152,20 @@ def require_columns(df: DataFrame, required: Iterable[str], *, what: str) -> Non
 
 
 def assert_unique_keys(df: DataFrame, keys: Sequence[str], *, what: str) -> None:
-    """Raise :class:`DuplicateKeyError` with examples when ``keys`` repeat in ``df``."""
-    duplicates = df.groupBy(*keys).count().where(F.col("count") > 1).limit(3).collect()
+    """Raise :class:`DuplicateKeyError` with examples when ``keys`` repeat in ``df``.
+
+    Rows the driver holds (:func:`pipeline_lib.frames.local_frame`: run records, watermarks,
+    quality metrics) are checked there: collecting them runs no Spark job, where grouping
+    them runs two (a warm pipeline run saves ~30 such jobs).
+    """
+    if df.isLocal():
+        repeated = Counter(tuple(row) for row in df.select(*keys).collect())
+        duplicates = [dict(zip(keys, key, strict=True)) for key, n in repeated.items() if n > 1][:3]
+    else:
+        found = df.groupBy(*keys).count().where(F.col("count") > 1).limit(3).collect()
+        duplicates = [{k: row[k] for k in keys} for row in found]
     if duplicates:
-        examples = ", ".join(str({k: row[k] for k in keys}) for row in duplicates)
+        examples = ", ".join(str(key) for key in duplicates)
         raise DuplicateKeyError(f"{what}: key {list(keys)} repeats in the source, e.g. {examples}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 
 import pytest
 from chispa import assert_df_equality
@@ -22,6 +23,7 @@ from pipeline_lib.delta_io import (
     upsert,
     write_table,
 )
+from pipeline_lib.frames import local_frame
 
 SCHEMA = T.StructType(
     [
@@ -65,12 +67,21 @@ def test_upsert_with_condition_keeps_newer_target_rows(spark, tmp_path):
     assert read_table(spark, path).first()["status"] == "shipped"
 
 
-def test_upsert_refuses_duplicate_source_keys_before_merging(spark, tmp_path):
+@pytest.mark.parametrize("held_by", ["driver", "executors"])
+def test_upsert_refuses_duplicate_source_keys_before_merging(spark, tmp_path, held_by):
+    """Rows the driver holds are checked there, others by a Spark job: both refuse the same way."""
     path = str(tmp_path / "orders")
     upsert(orders(spark, [("o1", "paid", "1.00")]), path, keys=["order_id"])
-    with pytest.raises(DuplicateKeyError, match=r"key \['order_id'\] repeats in the source.*o2"):
-        upsert(orders(spark, [("o2", "paid", "1.00"), ("o2", "shipped", "1.00")]), path, keys=["order_id"])
-    assert table_version(spark, path) == 0
+    rows = [("o2", "paid", Decimal("1.00")), ("o3", "paid", Decimal("1.00")), ("o2", "shipped", None)]
+    source = local_frame(spark, rows, SCHEMA)  # an Arrow table: a local relation
+    if held_by == "executors":
+        source = source.repartition(2)
+    assert source.isLocal() == (held_by == "driver")
+    refused = r"key \['order_id'\] repeats in the source, e\.g\. \{'order_id': 'o2'\}$"
+    with pytest.raises(DuplicateKeyError, match=refused):
+        upsert(source, path, keys=["order_id"])
+    upsert(source.where("status = 'paid'"), path, keys=["order_id"])  # unique: merged
+    assert table_version(spark, path) == 1
 
 
 def test_upsert_names_missing_key_columns(spark, tmp_path):
