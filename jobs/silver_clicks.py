@@ -83,11 +83,13 @@ def silver_clicks(ctx: JobContext) -> JobResult:
     checked = with_rule_results(
         bronze_rows.transform(clean_clicks, source_timezone=settings.source_timezone), rules
     ).persist()
+    batch: DataFrame | None = None
     planned: DataFrame | None = None
     try:
         _write_quality(ctx, checked, rules)
         valid, _ = split_by_quality(checked)
-        batch = valid.transform(dedupe_clicks)
+        # Counted, then read again to plan the changes: deduplicate once (a shuffle of the batch).
+        batch = valid.transform(dedupe_clicks).persist()
         new_clicks = batch if silver is None else batch.transform(filter_unseen_clicks, seen=silver)
         planned = new_clicks.transform(
             plan_click_changes,
@@ -101,9 +103,9 @@ def silver_clicks(ctx: JobContext) -> JobResult:
             else {}
         )
     finally:
-        checked.unpersist()
-        if planned is not None:
-            planned.unpersist()
+        for cached in (checked, batch, planned):
+            if cached is not None:
+                cached.unpersist()
 
     details = _reconcile(counts, written)
     save_processed_version(spark, lake, CONSUMER, SOURCE, latest, ctx.run_id)
