@@ -65,7 +65,7 @@ from pipeline_lib.erasure import (
 from pipeline_lib.frames import local_frame
 from pipeline_lib.locks import job_lock
 from pipeline_lib.privacy import hmac_key
-from pipeline_lib.watermarks import WATERMARKS_TABLE
+from pipeline_lib.watermarks import WATERMARKS_TABLE, read_watermarks, save_watermarks
 
 ERASURES_TABLE = "erasures"
 ERASURE_LOCK = "ops.forget_customer"
@@ -363,7 +363,9 @@ def _erase(
     for name in found:
         _purge_deletion_vectors(spark, tables[name])
     changed = {name for name in tables if _version(spark, tables[name]) != before[name]}
-    _fast_forward_watermarks(spark, lake, tables, watermarks, before, changed=changed, ran=recompute)
+    _fast_forward_watermarks(
+        spark, lake, tables, watermarks, before, changed=changed, ran=recompute, run_id=report.erasure_id
+    )
     remaining = _count_affected(spark, {n: tables[n] for n in sorted(changed)}, plans, needles)
     if remaining:
         raise ErasureVerificationError(
@@ -378,7 +380,7 @@ def _erase(
     blocked = _vacuum_blockers(spark, lake, {n: tables[n] for n in to_vacuum})
     report.pending_vacuum = blocked
     report.vacuumed = drop_history(
-        spark, lake, {n: tables[n] for n in to_vacuum if n not in blocked}, progress
+        spark, lake, {n: tables[n] for n in to_vacuum if n not in blocked}, progress, run_id=report.erasure_id
     )
 
 
@@ -456,11 +458,11 @@ class _Watermark:
 
 
 def _collect_watermarks(spark: SparkSession, lake: str) -> list[_Watermark]:
-    """Every (consumer, source, version) of ``ops/watermarks`` (bounded: jobs x sources)."""
-    path = table_path(lake, "ops", WATERMARKS_TABLE)
-    if not table_exists(spark, path):
+    """Every consumer's current (consumer, source, version) (bounded: jobs x sources)."""
+    current = read_watermarks(spark, lake)
+    if current is None:
         return []
-    rows = read_table(spark, path).select("consumer", "source", "version").collect()
+    rows = current.select("consumer", "source", "version").collect()
     return [_Watermark(r["consumer"], r["source"], int(r["version"])) for r in rows]
 
 
@@ -514,6 +516,7 @@ def _fast_forward_watermarks(
     *,
     changed: set[str],
     ran: Sequence[str],
+    run_id: str,
 ) -> None:
     """Move caught-up consumers of the changed tables past the erasure's commits.
 
@@ -521,23 +524,15 @@ def _fast_forward_watermarks(
     read everything before them has nothing to read in them, and must not try once the
     vacuum has deleted their change files. The jobs the erasure ran moved their own.
     """
-    moved = []
-    now = dt.datetime.now(dt.UTC)
-    for mark in watermarks:
-        if mark.source not in changed or mark.consumer in ran or mark.source not in tables:
-            continue
-        if mark.version == before[mark.source]:
-            moved.append((mark.consumer, mark.source, _version(spark, tables[mark.source]), now))
-    if not moved:
-        return
-    updates = local_frame(spark, moved, "consumer string, source string, version long, updated_at timestamp")
-    (
-        DeltaTable.forPath(spark, table_path(lake, "ops", WATERMARKS_TABLE))
-        .alias("t")
-        .merge(updates.alias("s"), "t.consumer = s.consumer AND t.source = s.source")
-        .whenMatchedUpdate(set={"version": "s.version", "updated_at": "s.updated_at"})
-        .execute()
-    )
+    moved = [
+        (mark.consumer, mark.source, _version(spark, tables[mark.source]))
+        for mark in watermarks
+        if mark.source in changed
+        and mark.consumer not in ran
+        and mark.source in tables
+        and mark.version == before[mark.source]
+    ]
+    save_watermarks(spark, lake, moved, run_id)
 
 
 # --- history: older versions, vacuum and verification --------------------------------------
@@ -593,7 +588,7 @@ def _vacuum_blockers(spark: SparkSession, lake: str, tables: dict[str, str]) -> 
 
 
 def drop_history(
-    spark: SparkSession, lake: str, tables: dict[str, str], progress: Progress = print
+    spark: SparkSession, lake: str, tables: dict[str, str], progress: Progress = print, *, run_id: str
 ) -> list[str]:
     """Drop every older version of the tables: VACUUM with zero retention, then verify.
 
@@ -625,7 +620,14 @@ def drop_history(
     if left:
         raise ErasureVerificationError(f"files of older versions survived VACUUM: {left}")
     _fast_forward_watermarks(
-        spark, lake, tables, _collect_watermarks(spark, lake), before, changed=set(tables), ran=()
+        spark,
+        lake,
+        tables,
+        _collect_watermarks(spark, lake),
+        before,
+        changed=set(tables),
+        ran=(),
+        run_id=run_id,
     )
     return sorted(tables)
 
@@ -683,7 +685,8 @@ def finish_pending_erasures(spark: SparkSession, lake: str, progress: Progress =
         if table_exists(spark, candidate):
             tables[name] = candidate
     blocked = _vacuum_blockers(spark, lake, tables)
-    drop_history(spark, lake, {n: p for n, p in tables.items() if n not in blocked}, progress)
+    run_id = "maintain:" + ",".join(sorted(row["erasure_id"] for row in pending))
+    drop_history(spark, lake, {n: p for n, p in tables.items() if n not in blocked}, progress, run_id=run_id)
     outcomes = {}
     finished = []
     for row in pending:

@@ -40,7 +40,12 @@ from pipeline_lib.delta_io import (
 from pipeline_lib.gold.dimensions import build_dim_customer, build_dim_date, build_dim_product
 from pipeline_lib.gold.facts import build_fact_order_lines, build_fact_orders
 from pipeline_lib.gold.sessions import build_fact_sessions
-from pipeline_lib.watermarks import CDF_PROPERTIES, WATERMARKS_TABLE, save_processed_versions
+from pipeline_lib.watermarks import (
+    CDF_PROPERTIES,
+    WATERMARKS_TABLE,
+    current_watermarks,
+    save_processed_versions,
+)
 
 _CHANGE_TYPES = ("insert", "update_preimage", "update_postimage", "delete")
 
@@ -66,18 +71,15 @@ def _latest_versions(ctx: JobContext, sources: Sequence[str]) -> dict[str, int]:
     return versions
 
 
-def _watermarks_path(ctx: JobContext) -> str:
-    return table_path(ctx.config.paths.lake, "ops", WATERMARKS_TABLE)
-
-
 def _processed_versions(ctx: JobContext, consumer: str, sources: Sequence[str]) -> dict[str, int | None]:
     """The last version of each source this consumer processed (None if never); one bounded read."""
-    path = _watermarks_path(ctx)
+    path = table_path(ctx.config.paths.lake, "ops", WATERMARKS_TABLE)
     if not table_exists(ctx.spark, path):
         return dict.fromkeys(sources)
     rows = (
         read_table(ctx.spark, path)
         .where((F.col("consumer") == consumer) & F.col("source").isin(*sources))
+        .transform(current_watermarks)
         .select("source", "version")
         .collect()  # one row per source of this job
     )
@@ -88,7 +90,7 @@ def _processed_versions(ctx: JobContext, consumer: str, sources: Sequence[str]) 
 def _save_versions(
     ctx: JobContext, consumer: str, versions: dict[str, int], done: dict[str, int | None]
 ) -> None:
-    """Record the versions processed, in one MERGE, for the sources that moved."""
+    """Record the versions processed, in one append, for the sources that moved."""
     moved = {source: version for source, version in versions.items() if done.get(source) != version}
     if moved:
         save_processed_versions(ctx.spark, ctx.config.paths.lake, consumer, moved, ctx.run_id)

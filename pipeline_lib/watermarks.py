@@ -5,12 +5,21 @@ merged, in ``<lake>/ops/watermarks``. The next run reads only the change data fe
 versions after it. The record is written *after* the job's own writes: a crash between
 the two makes the next run re-read those versions, which the jobs' key-based MERGEs
 absorb (re-processing is idempotent), so nothing is skipped and nothing doubles.
+
+The table is an append-only log: a save appends one row per source moved, and a
+consumer's watermark on a source is its latest row (:func:`current_watermarks`: the
+newest ``updated_at``, then the highest version). A blind append is one Spark job and
+never conflicts; the MERGE it replaces cost 6-7 Spark jobs and 0.66-0.83 s against
+0.14-0.18 s (measured warm, in-process, 2026-11-26), and a pipeline run saves ~14
+watermarks. The log grows by one row per watermark moved (~14 a run, one small file each);
+``ecom-pipeline maintain`` compacts its files like every table's.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -22,7 +31,7 @@ from pipeline_lib.delta_io import (
     table_exists,
     table_path,
     table_version,
-    upsert,
+    write_table,
 )
 from pipeline_lib.faults import crash_point
 from pipeline_lib.frames import local_frame
@@ -41,6 +50,30 @@ _SCHEMA = T.StructType(
 )
 
 
+def current_watermarks(log: DataFrame) -> DataFrame:
+    """Each ``(consumer, source)``'s current watermark: its latest row in the log (pure).
+
+    Latest is the newest ``updated_at``, ties broken by the higher version, so a watermark
+    moved back (a source table re-created) is read as moved back, as the save meant.
+
+    Args:
+        log: Rows of ``ops/watermarks`` (any subset of consumers and sources).
+
+    Returns:
+        One row per ``(consumer, source)`` with the log's columns.
+    """
+    latest = F.max_by(F.struct(*[F.col(c) for c in log.columns]), F.struct("updated_at", "version"))
+    return log.groupBy("consumer", "source").agg(latest.alias("w")).select("w.*")
+
+
+def read_watermarks(spark: SparkSession, lake: str) -> DataFrame | None:
+    """The current watermarks of every consumer (:func:`current_watermarks`), None with no table yet."""
+    path = table_path(lake, "ops", WATERMARKS_TABLE)
+    if not table_exists(spark, path):
+        return None
+    return read_table(spark, path).transform(current_watermarks)
+
+
 def last_processed_version(spark: SparkSession, lake: str, consumer: str, source: str) -> int | None:
     """The last version of ``source`` that ``consumer`` processed, or None if never."""
     path = table_path(lake, "ops", WATERMARKS_TABLE)
@@ -49,6 +82,7 @@ def last_processed_version(spark: SparkSession, lake: str, consumer: str, source
     row = (
         read_table(spark, path)
         .where((F.col("consumer") == consumer) & (F.col("source") == source))
+        .transform(current_watermarks)
         .select("version")
         .first()
     )
@@ -67,14 +101,31 @@ def save_processed_version(
 def save_processed_versions(
     spark: SparkSession, lake: str, consumer: str, versions: Mapping[str, int], run_id: str
 ) -> None:
-    """Record, in one MERGE, the version up to which ``consumer`` has processed each source."""
+    """Record, in one append, the version up to which ``consumer`` has processed each source."""
+    save_watermarks(
+        spark, lake, [(consumer, source, version) for source, version in versions.items()], run_id
+    )
+
+
+def save_watermarks(
+    spark: SparkSession, lake: str, marks: Sequence[tuple[str, str, int]], run_id: str
+) -> None:
+    """Append ``(consumer, source, version)`` rows to the log, one commit; nothing when empty.
+
+    Raises:
+        ValueError: A ``(consumer, source)`` appears twice: the log could not tell which is current.
+    """
+    if not marks:
+        return
+    keys = Counter((consumer, source) for consumer, source, _ in marks)
+    if repeated := sorted(key for key, count in keys.items() if count > 1):
+        raise ValueError(f"watermarks saved twice in one commit: {repeated}")
     now = dt.datetime.now(dt.UTC)
-    rows = [(consumer, source, int(version), run_id, now) for source, version in versions.items()]
-    upsert(
+    rows = [(consumer, source, int(version), run_id, now) for consumer, source, version in marks]
+    write_table(
         local_frame(spark, rows, _SCHEMA),
         table_path(lake, "ops", WATERMARKS_TABLE),
-        keys=["consumer", "source"],
-        update_condition="s.version <> t.version",
+        mode="append",
         properties=OPS_TABLE_PROPERTIES,
     )
 

@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipeline_lib.delta_io import read_table, table_exists, table_path
+from pipeline_lib.watermarks import current_watermarks
 
 DATA_LAYERS = ("bronze", "silver", "quarantine", "gold")
 
@@ -51,6 +52,9 @@ VOLATILE_OPS_COLUMNS: dict[str, dict[str, str]] = {
         "measured_at": "the wall-clock time of the measure",
     },
 }
+# Ops tables kept as logs, compared through their current view: ops.watermarks appends a
+# row per save (a crashed run and its re-run may save the same watermark twice).
+OPS_VIEWS: dict[str, Callable[[DataFrame], DataFrame]] = {"watermarks": current_watermarks}
 # Not compared: ops.pipeline_runs is a log of runs (each run, a re-run included, appends its
 # rows by design, with times and ids); ops/_locks holds lock files, not a Delta table.
 NOT_COMPARED_OPS = {"pipeline_runs": "a log of runs: every run appends its own records by design"}
@@ -182,7 +186,8 @@ def compare_lakes(
 
     Args:
         layers: Data layers compared whole: each table in either lake must be in both.
-        ops_tables: Ops tables compared, without their :data:`VOLATILE_OPS_COLUMNS`.
+        ops_tables: Ops tables compared, without their :data:`VOLATILE_OPS_COLUMNS`, logs
+            through their current view (:data:`OPS_VIEWS`).
         exclude: More columns to leave out, per ``<layer>.<table>`` (or per layer), for a
             comparison that must ignore a documented difference.
         normalize: Per ``<layer>.<table>`` (or per layer), a function applied to both sides.
@@ -213,10 +218,22 @@ def compare_lakes(
                 table_path(right_lake, layer, table),
                 name=qualified,
                 exclude=excluded,
-                normalize=normalize.get(qualified) or normalize.get(layer),
+                normalize=_then(
+                    OPS_VIEWS.get(table) if layer == "ops" else None,
+                    normalize.get(qualified) or normalize.get(layer),
+                ),
             )
         )
     return comparisons
+
+
+def _then(
+    first: Callable[[DataFrame], DataFrame] | None, second: Callable[[DataFrame], DataFrame] | None
+) -> Callable[[DataFrame], DataFrame] | None:
+    """``first`` then ``second``, either possibly absent."""
+    if first is None or second is None:
+        return first or second
+    return lambda frame: frame.transform(first).transform(second)
 
 
 def assert_lakes_equal(spark: SparkSession, left_lake: str, right_lake: str, **options: object) -> list[str]:
