@@ -89,7 +89,9 @@ def silver_clicks(ctx: JobContext) -> JobResult:
         _write_quality(ctx, checked, rules)
         valid, _ = split_by_quality(checked)
         # Counted, then read again to plan the changes: deduplicate once (a shuffle of the batch).
-        batch = valid.transform(dedupe_clicks).persist()
+        # Only the silver columns go on: the delivered row (``_bronze``) was for the rules and
+        # quarantine, and shuffling and caching it doubled the bytes of both.
+        batch = valid.select(*SILVER_CLICKS_SCHEMA.fieldNames()).transform(dedupe_clicks).persist()
         new_clicks = batch if silver is None else batch.transform(filter_unseen_clicks, seen=silver)
         planned = new_clicks.transform(
             plan_click_changes,
