@@ -5,7 +5,9 @@
   per job tables and where the time went;
 * ``<out>/<scale>/bench.png``: seconds per layer (full and incremental run) beside the
   floor and the peer, and seconds per job of the full run;
-* ``<out>/README.md`` and ``<out>/scaling.png``: the machine, and every scale measured so far.
+* ``<out>/README.md`` and ``<out>/scaling.png``: the machine, and every scale measured so far,
+  with a link to ``<out>/ANALYSIS.md`` (hand-written: the targets read against the profiles)
+  when that file exists.
 
     python -m bench.report bench/results      # rebuild every bench.md/png and the index from the JSON
 """
@@ -22,6 +24,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+# A hand-written reading of the results (targets, gaps, profiles), kept beside the generated index.
+ANALYSIS = "ANALYSIS.md"
 LAYER_COLORS = {"bronze": "#b08d57", "silver": "#9aa5b1", "gold": "#d4af37"}
 _RATIO_LABELS = {
     "pipeline_over_floor": "full pipeline / floor (Spark)",
@@ -97,7 +101,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['started_at']} on {machine['cores']} cores ({machine['cpu']}), {machine['memory_gb']} GB; "
         f"load average {results['load_average_start'][0]:.1f} at the start and "
         f"{results['load_average_end'][0]:.1f} at the end (a shared machine: above "
-        f"{machine['cores']} the timings are slowed by other work, compare CPU seconds).",
+        f"{machine['cores']} the timings are slowed by other work, compare CPU seconds). "
+        f"Code: {results.get('code', '?')}.",
         "",
         f"Data: {results['generate']['days']} days from {results['generate']['start']}, "
         f"{landing_rows(results):,} landing rows ({click_events(results):,} click events) in "
@@ -401,8 +406,8 @@ def load_all(root: Path) -> list[dict[str, Any]]:
     return sorted(complete, key=lambda results: results["scale"])
 
 
-def index_markdown(all_results: list[dict[str, Any]]) -> str:
-    """The index: the machine, and one row per scale."""
+def index_markdown(all_results: list[dict[str, Any]], *, analysis: str | None = None) -> str:
+    """The index: the machine, and one row per scale; a link to ``analysis`` (a file name) if given."""
     machine = all_results[-1]["machine"]
     versions = machine["versions"]
     lines = [
@@ -444,6 +449,7 @@ def index_markdown(all_results: list[dict[str, Any]]) -> str:
                 _fmt(values["spark_over_duckdb"], 2),
                 "yes" if results["peer"]["equal"] else "NO",
                 f"{results['load_average_start'][0]:.1f}",
+                results.get("code", "?"),
             ]
         )
     lines += _table(
@@ -464,6 +470,7 @@ def index_markdown(all_results: list[dict[str, Any]]) -> str:
             "Spark / DuckDB",
             "peer equal",
             "load at start",
+            "code",
         ],
         rows,
     )
@@ -477,6 +484,8 @@ def index_markdown(all_results: list[dict[str, Any]]) -> str:
         "![time against scale](scaling.png)",
         "",
     ]
+    if analysis:
+        lines += [f"Where each target stands and the profile behind each gap: [{analysis}]({analysis}).", ""]
     return "\n".join(lines)
 
 
@@ -513,7 +522,8 @@ def write_index(root: Path) -> None:
     all_results = load_all(root)
     if not all_results:
         return
-    (root / "README.md").write_text(index_markdown(all_results), encoding="utf-8")
+    analysis = ANALYSIS if (root / ANALYSIS).is_file() else None
+    (root / "README.md").write_text(index_markdown(all_results, analysis=analysis), encoding="utf-8")
     scaling_chart(all_results, root / "scaling.png")
 
 

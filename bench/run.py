@@ -344,6 +344,23 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     return {"values": values, "targets": TARGETS, "target_scale": TARGET_SCALE, "met": verdicts}
 
 
+def code_version() -> str:
+    """The commit measured (``git describe``-like: short hash, ``-dirty`` with local changes), or "?"."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        found = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=7"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+    return found.stdout.strip() or "?"
+
+
 def machine() -> dict[str, Any]:
     """The machine and the versions, for the report."""
     import platform
@@ -481,6 +498,7 @@ def _run(args: argparse.Namespace, sets: list[str], label: str, paths: Paths) ->
         "scale": args.scale,
         "started_at": started.isoformat(timespec="seconds"),
         "machine": machine(),
+        "code": code_version(),
         "settings": {"set": args.set, "work": str(paths.root), "days": args.days, "seed": args.seed},
         "load_average_start": load_average(),
     }
