@@ -31,7 +31,12 @@ from jobs.framework import JobContext, JobResult, job
 from pipeline_lib.config import QualityRule
 from pipeline_lib.delta_io import read_table, table_exists, table_version, write_table
 from pipeline_lib.quality import enforce_thresholds, quality_metrics, split_by_quality, with_rule_results
-from pipeline_lib.quality_io import measured_once, write_quality_metrics, write_quarantine
+from pipeline_lib.quality_io import (
+    bronze_record_of_failures_only,
+    measured_once,
+    write_quality_metrics,
+    write_quarantine,
+)
 from pipeline_lib.schemas import FAILED_RULES
 from pipeline_lib.transforms.clicks import (
     CLICK_MUTABLE_COLUMNS,
@@ -80,9 +85,8 @@ def silver_clicks(ctx: JobContext) -> JobResult:
     # Pinned to one version, so that every computation of the plan sees the same silver.
     silver = None if silver_version is None else read_table(spark, silver_path, version=silver_version)
 
-    checked = with_rule_results(
-        bronze_rows.transform(clean_clicks, source_timezone=settings.source_timezone), rules
-    ).persist()
+    cleaned = bronze_rows.transform(clean_clicks, source_timezone=settings.source_timezone)
+    checked = with_rule_results(cleaned, rules).transform(bronze_record_of_failures_only).persist()
     batch: DataFrame | None = None
     planned: DataFrame | None = None
     try:

@@ -7,6 +7,7 @@ from chispa import assert_df_equality
 from pyspark.sql import types as T
 
 from pipeline_lib.config import QualityRule
+from pipeline_lib.delta_io import MissingColumnsError
 from pipeline_lib.quality import (
     METRICS_SCHEMA,
     QualityThresholdError,
@@ -15,7 +16,7 @@ from pipeline_lib.quality import (
     split_by_quality,
     with_rule_results,
 )
-from pipeline_lib.quality_io import measured_once
+from pipeline_lib.quality_io import bronze_record_of_failures_only, measured_once, quarantine_rows
 
 SCHEMA = T.StructType(
     [
@@ -198,3 +199,37 @@ def test_measured_once_holds_the_same_metrics_on_the_driver(spark):
     jobs_before = spark.sparkContext.statusTracker().getJobIdsForGroup()
     assert len(held.collect()) == 4 and not held.isEmpty()  # the driver's rows: no Spark job
     assert spark.sparkContext.statusTracker().getJobIdsForGroup() == jobs_before
+
+
+def test_bronze_record_is_kept_for_failed_rows_only_and_quarantine_rows_are_unchanged(spark):
+    delivered = T.StructType([T.StructField(c, T.StringType()) for c in ("id", "qty", "_source_file")])
+    schema = T.StructType(
+        [
+            T.StructField("id", T.StringType()),
+            T.StructField("qty", T.IntegerType()),
+            T.StructField("_source_file", T.StringType()),
+            T.StructField("_failed_rules", T.ArrayType(T.StringType(), False)),
+            T.StructField("_bronze", delivered),
+        ]
+    )
+    checked = spark.createDataFrame(
+        [
+            ("a", 1, "f1", [], ("a", "1", "f1")),
+            ("b", None, "f1", ["qty_valid"], ("b", "x", "f1")),
+            ("c", 3, "f2", [], ("c", " 3 ", "f2")),
+        ],
+        schema,
+    )
+    kept = checked.transform(bronze_record_of_failures_only)
+
+    assert kept.schema == checked.schema
+    assert {r.id: r._bronze for r in kept.collect()} == {"a": None, "b": ("b", "x", "f1"), "c": None}
+    _, before = split_by_quality(checked)
+    _, after = split_by_quality(kept)
+    assert_df_equality(
+        quarantine_rows(after, run_id="r").drop("_quarantined_at"),
+        quarantine_rows(before, run_id="r").drop("_quarantined_at"),
+        ignore_row_order=True,
+    )
+    with pytest.raises(MissingColumnsError, match="_bronze"):
+        checked.drop("_bronze").transform(bronze_record_of_failures_only)
