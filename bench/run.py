@@ -345,20 +345,23 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def code_version() -> str:
-    """The commit measured (``git describe``-like: short hash, ``-dirty`` with local changes), or "?"."""
+    """The commit measured (short hash, ``-dirty`` with local changes outside ``bench/results``), or "?".
+
+    Results written by an earlier scale of the same session do not make the code dirty.
+    """
     import subprocess
 
-    root = Path(__file__).resolve().parent.parent
+    root = str(Path(__file__).resolve().parent.parent)
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, check=True).stdout
+
     try:
-        found = subprocess.run(
-            ["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=7"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        commit = git("rev-parse", "--short=7", "HEAD").strip()
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results")
     except (OSError, subprocess.CalledProcessError):
         return "?"
-    return found.stdout.strip() or "?"
+    return f"{commit}-dirty" if changed.strip() else commit
 
 
 def machine() -> dict[str, Any]:
