@@ -10,9 +10,11 @@ The table is an append-only log: a save appends one row per source moved, and a
 consumer's watermark on a source is its latest row (:func:`current_watermarks`: the
 newest ``updated_at``, then the highest version). A blind append is one Spark job and
 never conflicts; the MERGE it replaces cost 6-7 Spark jobs and 0.66-0.83 s against
-0.14-0.18 s (measured warm, in-process, 2026-11-26), and a pipeline run saves ~14
-watermarks. The log grows by one row per watermark moved (~14 a run, one small file each);
-``ecom-pipeline maintain`` compacts its files like every table's.
+0.14-0.18 s (measured warm, in-process, auto-compaction off as in the tests, 2026-11-26),
+and a pipeline run saves ~14 watermarks. The log grows by one row per watermark moved (~14 a
+run, one small file each); ``ecom-pipeline maintain`` compacts its files like every table's,
+and with the pipeline's settings Delta's auto-compaction already does after most appends
+(a commit of its own: see ``bench/results/ANALYSIS.md``).
 """
 
 from __future__ import annotations
