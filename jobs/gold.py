@@ -33,19 +33,13 @@ from pipeline_lib.delta_io import (
     read_table,
     replace_groups,
     table_exists,
-    table_path,
     table_version,
     write_table,
 )
 from pipeline_lib.gold.dimensions import build_dim_customer, build_dim_date, build_dim_product
 from pipeline_lib.gold.facts import build_fact_order_lines, build_fact_orders
 from pipeline_lib.gold.sessions import build_fact_sessions
-from pipeline_lib.watermarks import (
-    CDF_PROPERTIES,
-    WATERMARKS_TABLE,
-    current_watermarks,
-    save_processed_versions,
-)
+from pipeline_lib.watermarks import CDF_PROPERTIES, read_watermarks, save_processed_versions
 
 _CHANGE_TYPES = ("insert", "update_preimage", "update_postimage", "delete")
 
@@ -73,13 +67,11 @@ def _latest_versions(ctx: JobContext, sources: Sequence[str]) -> dict[str, int]:
 
 def _processed_versions(ctx: JobContext, consumer: str, sources: Sequence[str]) -> dict[str, int | None]:
     """The last version of each source this consumer processed (None if never); one bounded read."""
-    path = table_path(ctx.config.paths.lake, "ops", WATERMARKS_TABLE)
-    if not table_exists(ctx.spark, path):
+    current = read_watermarks(ctx.spark, ctx.config.paths.lake)
+    if current is None:
         return dict.fromkeys(sources)
     rows = (
-        read_table(ctx.spark, path)
-        .where((F.col("consumer") == consumer) & F.col("source").isin(*sources))
-        .transform(current_watermarks)
+        current.where((F.col("consumer") == consumer) & F.col("source").isin(*sources))
         .select("source", "version")
         .collect()  # one row per source of this job
     )

@@ -78,16 +78,11 @@ def read_watermarks(spark: SparkSession, lake: str) -> DataFrame | None:
 
 def last_processed_version(spark: SparkSession, lake: str, consumer: str, source: str) -> int | None:
     """The last version of ``source`` that ``consumer`` processed, or None if never."""
-    path = table_path(lake, "ops", WATERMARKS_TABLE)
-    if not table_exists(spark, path):
+    current = read_watermarks(spark, lake)
+    if current is None:
         return None
-    row = (
-        read_table(spark, path)
-        .where((F.col("consumer") == consumer) & (F.col("source") == source))
-        .transform(current_watermarks)
-        .select("version")
-        .first()
-    )
+    mark = current.where((F.col("consumer") == consumer) & (F.col("source") == source))
+    row = mark.select("version").first()
     return None if row is None else int(row[0])
 
 

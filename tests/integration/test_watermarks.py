@@ -26,31 +26,19 @@ def at(minute: int) -> dt.datetime:
 
 
 def test_current_watermarks_keep_the_latest_row_of_each_consumer_and_source(spark):
-    log = local_frame(
-        spark,
-        [
-            ("gold.fact_orders", "silver.orders", 3, "r1", at(0)),
-            ("gold.fact_orders", "silver.orders", 7, "r2", at(5)),
-            ("gold.fact_orders", "silver.customers", 4, "r1", at(0)),
-            # Moved back later (a source table re-created): the later row wins, not the higher version.
-            ("silver.orders", "bronze.orders", 9, "r1", at(0)),
-            ("silver.orders", "bronze.orders", 2, "r3", at(9)),
-            # Saved in the same instant: the higher version wins, so the result does not depend on order.
-            ("silver.clicks", "bronze.clicks", 5, "r4", at(1)),
-            ("silver.clicks", "bronze.clicks", 6, "r5", at(1)),
-        ],
-        LOG,
-    )
-    expected = local_frame(
-        spark,
-        [
-            ("gold.fact_orders", "silver.orders", 7, "r2", at(5)),
-            ("gold.fact_orders", "silver.customers", 4, "r1", at(0)),
-            ("silver.orders", "bronze.orders", 2, "r3", at(9)),
-            ("silver.clicks", "bronze.clicks", 6, "r5", at(1)),
-        ],
-        LOG,
-    )
+    rows = [
+        ("gold.fact_orders", "silver.orders", 3, "r1", at(0)),
+        ("gold.fact_orders", "silver.orders", 7, "r2", at(5)),
+        ("gold.fact_orders", "silver.customers", 4, "r1", at(0)),
+        # Moved back later (a source table re-created): the later row wins, not the higher version.
+        ("silver.orders", "bronze.orders", 9, "r1", at(0)),
+        ("silver.orders", "bronze.orders", 2, "r3", at(9)),
+        # Saved in the same instant: the higher version wins, so the result does not depend on order.
+        ("silver.clicks", "bronze.clicks", 5, "r4", at(1)),
+        ("silver.clicks", "bronze.clicks", 6, "r5", at(1)),
+    ]
+    log = local_frame(spark, rows, LOG)
+    expected = local_frame(spark, [rows[1], rows[2], rows[4], rows[6]], LOG)
     actual = log.transform(current_watermarks)
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
 
