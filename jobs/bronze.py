@@ -16,16 +16,24 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.framework import JobContext, JobResult, job
-from pipeline_lib.bronze import conform_to_bronze, file_stats, with_lineage
+from jobs.framework import JobContext, JobResult
+from pipeline_lib.bronze import conform_to_bronze, file_stats, with_lineage, with_run_lineage
 from pipeline_lib.delta_io import OPS_TABLE_PROPERTIES, read_table, table_exists, table_version, write_table
 from pipeline_lib.faults import crash_point
 from pipeline_lib.frames import local_frame
-from pipeline_lib.landing import DeliveryFile, list_delivery_files, read_delivery_file
+from pipeline_lib.landing import (
+    DeliveryFile,
+    corrupt_record_spans_lines,
+    field_spans_lines,
+    list_delivery_files,
+    parses_as_rfc4180,
+    read_deliveries,
+    read_delivery_file,
+)
 from pipeline_lib.schemas import INGEST_DATE, LANDING_SOURCES, RUN_ID, SOURCE_FILE, LandingSource
 from pipeline_lib.watermarks import CDF_PROPERTIES
 
@@ -60,6 +68,11 @@ class FileOutcome:
     corrupt_rows: int = 0
     rescued_rows: int = 0
     problems: list[str] = field(default_factory=list)
+
+
+def ingest(ctx: JobContext, *, source: str) -> JobResult:
+    """The job ``bronze.<source>``: ingest the new delivery files of ``source``."""
+    return ingest_source(ctx, LANDING_SOURCES[source])
 
 
 def ingest_source(ctx: JobContext, source: LandingSource) -> JobResult:
@@ -134,36 +147,42 @@ def files_in_bronze(spark: SparkSession, bronze_path: str, candidates: Sequence[
 def _ingest_files(
     ctx: JobContext, source: LandingSource, files: Sequence[DeliveryFile], bronze_path: str
 ) -> list[FileOutcome]:
+    """Read the new files in one Spark read per layout and append them in one commit.
+
+    A file too large is not read; a file whose header cannot be read, or that breaks the
+    batch (a truncated gzip), is found by reading file by file, logged ``failed``, and the
+    others are appended without it.
+    """
     if not files:
         return []
     outcomes: dict[str, FileOutcome] = {}
-    batches: dict[str, DataFrame] = {}
     ingested_at = dt.datetime.now(dt.UTC)
+    readable = []
     for delivery in files:
         if delivery.size > ctx.config.pipeline.max_file_bytes:
-            outcomes[delivery.path] = FileOutcome(
-                delivery,
-                "failed",
-                problems=[f"file of {delivery.size} bytes exceeds pipeline.max_file_bytes; not read"],
-            )
-            continue
-        try:
-            read = read_delivery_file(ctx.spark, delivery, source)
-        except Exception as exc:
-            outcomes[delivery.path] = FileOutcome(
-                delivery, "failed", problems=[f"unreadable: {_first_line(exc)}"]
-            )
-            continue
-        outcomes[delivery.path] = FileOutcome(delivery, "ingested", problems=list(read.problems))
-        batches[delivery.path] = read.records.transform(
-            with_lineage,
-            source_file=delivery.path,
-            ingest_date=delivery.ingest_date,
-            ingested_at=ingested_at,
-            run_id=ctx.run_id,
-        ).transform(conform_to_bronze, source=source)
-
-    written = _write_batches(ctx, source, batches, bronze_path, outcomes)
+            problem = f"file of {delivery.size} bytes exceeds pipeline.max_file_bytes; not read"
+            outcomes[delivery.path] = FileOutcome(delivery, "failed", problems=[problem])
+        else:
+            readable.append(delivery)
+    batch = read_deliveries(ctx.spark, readable, source)
+    for delivery in readable:
+        if delivery.path in batch.unreadable:
+            problem = f"unreadable: {_first_line_of(batch.unreadable[delivery.path])}"
+            outcomes[delivery.path] = FileOutcome(delivery, "failed", problems=[problem])
+        else:
+            problems = list(batch.problems.get(delivery.path, ()))
+            outcomes[delivery.path] = FileOutcome(delivery, "ingested", problems=problems)
+    files_ok = [d for d in readable if d.path not in batch.unreadable]
+    line_by_line: set[str] = set()
+    if source.file_format == "csv":
+        line_by_line = _files_to_read_line_by_line(ctx, source, batch.records, files_ok, outcomes)
+        if line_by_line:
+            batch = read_deliveries(ctx.spark, files_ok, source, line_by_line=line_by_line)
+    records = batch.records.transform(with_run_lineage, ingested_at=ingested_at, run_id=ctx.run_id).transform(
+        conform_to_bronze, source=source
+    )
+    one_by_one = _FileByFile(ctx, source, files_ok, ingested_at, line_by_line)
+    written = _write_batch(ctx, source, records, one_by_one, bronze_path, outcomes)
     if written:
         stats = _stats_of_run(
             ctx.spark, bronze_path, source, ctx.run_id, [outcomes[p].delivery for p in written]
@@ -173,29 +192,124 @@ def _ingest_files(
     return list(outcomes.values())
 
 
-def _write_batches(
+def _files_to_read_line_by_line(
     ctx: JobContext,
     source: LandingSource,
-    batches: dict[str, DataFrame],
+    records: DataFrame,
+    files: Sequence[DeliveryFile],
+    outcomes: dict[str, FileOutcome],
+) -> set[str]:
+    """CSV files whose RFC 4180 read went wrong, to read one record per line (each noted).
+
+    A quote that never closes swallows the rest of the file into one corrupt record; a stray
+    quote can join two rows into one record with a line break inside a field. A line break
+    inside a field is also what a valid quoted multi-line value looks like: such a file is
+    read again strictly (:func:`~pipeline_lib.landing.parses_as_rfc4180`) to tell which.
+    """
+    conditions = {"swallowed": corrupt_record_spans_lines(), "multi_line": field_spans_lines(source)}
+    spanning = _files_where(ctx, source, records, files, conditions)
+    swallowed = spanning["swallowed"]
+    multi_line = spanning["multi_line"] - swallowed
+    by_path = {d.path: d for d in files}
+    joined = {path for path in multi_line if not parses_as_rfc4180(ctx.spark, by_path[path], source)}
+    for path in sorted(swallowed):
+        outcomes[path].problems.append("a quoted field never closed: read one record per line")
+    for path in sorted(joined):
+        outcomes[path].problems.append(
+            "a quote inside a quoted field is not doubled: read one record per line"
+        )
+    return swallowed | joined
+
+
+class _FileByFile:
+    """The same files read one by one, each its own DataFrame: to isolate a file that breaks
+    the batch (built only then)."""
+
+    def __init__(
+        self,
+        ctx: JobContext,
+        source: LandingSource,
+        files: Sequence[DeliveryFile],
+        ingested_at: dt.datetime,
+        line_by_line: set[str],
+    ) -> None:
+        self._args = (ctx, source, files, ingested_at, line_by_line)
+
+    def frames(self) -> dict[str, DataFrame]:
+        ctx, source, files, ingested_at, line_by_line = self._args
+        frames = {}
+        for delivery in files:
+            read = read_delivery_file(
+                ctx.spark, delivery, source, multiline=delivery.path not in line_by_line
+            )
+            frames[delivery.path] = read.records.transform(
+                with_lineage,
+                source_file=delivery.path,
+                ingest_date=delivery.ingest_date,
+                ingested_at=ingested_at,
+                run_id=ctx.run_id,
+            ).transform(conform_to_bronze, source=source)
+        return frames
+
+
+def _files_where(
+    ctx: JobContext,
+    source: LandingSource,
+    records: DataFrame,
+    files: Sequence[DeliveryFile],
+    conditions: dict[str, Column],
+) -> dict[str, set[str]]:
+    """For each named condition, the files with a row meeting it (one query; file by file if
+    a broken file fails it: that file is then left to the write, which isolates and reports it)."""
+    found: dict[str, set[str]] = {name: set() for name in conditions}
+    if not files:
+        return found
+
+    def collect(rows: DataFrame) -> None:
+        flags = [F.max(condition.cast("int")).alias(name) for name, condition in conditions.items()]
+        # Spark refuses a query of raw CSV that reads only the corrupt-record column: count a
+        # contract column too.
+        for row in rows.groupBy(SOURCE_FILE).agg(*flags, F.count(source.fields[0])).collect():
+            for name in conditions:
+                if row[name]:
+                    found[name].add(row[SOURCE_FILE])
+
+    try:
+        collect(records)
+    except Exception:
+        for frame in _FileByFile(ctx, source, files, dt.datetime.now(dt.UTC), set()).frames().values():
+            try:
+                collect(frame)
+            except Exception:
+                continue
+    return found
+
+
+def _write_batch(
+    ctx: JobContext,
+    source: LandingSource,
+    records: DataFrame,
+    one_by_one: _FileByFile,
     bronze_path: str,
     outcomes: dict[str, FileOutcome],
 ) -> list[str]:
-    """Append the readable files in one commit; if that fails, find the broken files, retry without them."""
-    if not batches:
+    """Append the batch in one commit; if that fails, find the broken files, append the others."""
+    paths = [p for p, o in outcomes.items() if o.status == "ingested"]
+    if not paths:
         return []
     try:
-        _append(_union(batches.values()), bronze_path)
-        return list(batches)
+        _append(records, bronze_path)
+        return paths
     except Exception as first_error:
         ctx.progress(
             f"bronze.{source.name}: batch write failed ({_first_line(first_error)}); "
             "checking files one by one"
         )
     readable = {}
-    for path, records in batches.items():
+    for path, frame in one_by_one.frames().items():
         try:
-            records.count()
-            readable[path] = records
+            frame.count()
+            readable[path] = frame
         except Exception as exc:
             outcomes[path].status = "failed"
             outcomes[path].problems.append(f"unreadable: {_first_line(exc)}")
@@ -315,20 +429,12 @@ def _append_log(spark: SparkSession, log_path: str, outcomes: Sequence[FileOutco
 
 def _first_line(error: BaseException) -> str:
     """What went wrong, in one line: the root cause, not Py4J's "error while calling o123.count"."""
-    lines = [line.strip().removeprefix(": ").strip() for line in str(error).splitlines()]
+    return _first_line_of(str(error)) if str(error).strip() else type(error).__name__
+
+
+def _first_line_of(message: str) -> str:
+    lines = [line.strip().removeprefix(": ").strip() for line in message.splitlines()]
     lines = [line for line in lines if line and not _PY4J_CALL.fullmatch(line)]
     causes = [line.removeprefix("Caused by: ") for line in lines if line.startswith("Caused by: ")]
-    text = causes[-1] if causes else (lines[0] if lines else type(error).__name__)
+    text = causes[-1] if causes else (lines[0] if lines else "no message")
     return text[:300]
-
-
-def _register(source: LandingSource) -> None:
-    def run(ctx: JobContext) -> JobResult:
-        return ingest_source(ctx, source)
-
-    run.__doc__ = f"Ingest new {source.name} deliveries ({source.file_format}) into bronze.{source.name}."
-    job("bronze", source.name)(run)
-
-
-for _source in LANDING_SOURCES.values():
-    _register(_source)

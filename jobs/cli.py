@@ -17,14 +17,9 @@ import argparse
 import datetime as dt
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipeline_lib.config import ConfigError, PipelineConfig, load_config, parse_assignment
-
-if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
-
-    from jobs.framework import JobSpec
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -86,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--to", dest="to_date", type=_date, metavar="DATE", help="last date of the backfill")
     run.add_argument("--full-refresh", action="store_true", help="rebuild the selected tables from scratch")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="run the selected jobs even when nothing they read has changed since their last success",
+    )
     _config_options(run)
 
     summary = commands.add_parser("summary", help="print the lake's tables and the gold headline numbers")
@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_options(forget)
 
-    jobs_cmd = commands.add_parser("jobs", help="list the jobs")
+    jobs_cmd = commands.add_parser("jobs", help="list the jobs (the job graph, in run order)")
+    jobs_cmd.add_argument("-v", "--verbose", action="store_true", help="also what each job reads and writes")
     _config_options(jobs_cmd)
     return parser
 
@@ -147,49 +148,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from jobs.framework import select_jobs
+    from jobs.graph import select_jobs
+    from jobs.runner import run_jobs
     from pipeline_lib.session import build_spark_session
 
     dates = as_of_dates(args)
     config = load_cli_config(args)
     specs = select_jobs(args.layer, args.job)
-    run_jobs(build_spark_session(config.spark), config, specs, dates, full_refresh=args.full_refresh)
+    run_jobs(
+        lambda: build_spark_session(config.spark),
+        config,
+        specs,
+        dates,
+        full_refresh=args.full_refresh,
+        force=args.force,
+    )
     return 0
-
-
-def run_jobs(
-    spark: SparkSession,
-    config: PipelineConfig,
-    specs: Sequence[JobSpec],
-    dates: Sequence[dt.date | None],
-    *,
-    full_refresh: bool = False,
-) -> None:
-    """Run ``specs`` in order once per as-of date (one run id per date), oldest date first.
-
-    Raises:
-        JobFailedError: A job failed; the jobs after it do not run.
-    """
-    from jobs.framework import JobContext, new_run_id, run_job
-
-    for position, as_of in enumerate(dates):
-        # A backfill rebuilds (--full-refresh) once, on its first date; later dates build on it.
-        ctx = JobContext(
-            spark=spark,
-            config=config,
-            run_id=new_run_id(),
-            as_of=as_of,
-            full_refresh=full_refresh and position == 0,
-        )
-        where = f"landing {config.paths.landing}, lake {config.paths.lake}"
-        if as_of is None:
-            ctx.progress(f"run {ctx.run_id}: {len(specs)} jobs, {where}")
-        else:
-            ctx.progress(
-                f"run {ctx.run_id} as of {as_of} ({position + 1}/{len(dates)}): {len(specs)} jobs, {where}"
-            )
-        for spec in specs:
-            run_job(spec, ctx)
 
 
 def as_of_dates(args: argparse.Namespace) -> list[dt.date | None]:
@@ -261,10 +235,14 @@ def cmd_forget_customer(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from jobs.framework import registered_jobs
+    from jobs.graph import JOB_GRAPH, upstream_jobs
 
-    for spec in registered_jobs():
+    for spec in JOB_GRAPH:
         print(f"{spec.qualified_name:28} {spec.description}")
+        if args.verbose:
+            print(f"{'':28}   reads {', '.join(spec.inputs)}; writes {', '.join(spec.outputs)}")
+            after = upstream_jobs(spec)
+            print(f"{'':28}   after {', '.join(after) if after else '(nothing)'}")
     return 0
 
 

@@ -42,7 +42,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.framework import JobContext, new_run_id, registered_jobs, run_job
+from jobs.framework import JobContext, new_run_id, run_job
+from jobs.graph import JOB_GRAPH
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.delta_io import (
     LAYERS,
@@ -65,7 +66,7 @@ from pipeline_lib.erasure import (
 from pipeline_lib.frames import local_frame
 from pipeline_lib.locks import job_lock
 from pipeline_lib.privacy import hmac_key
-from pipeline_lib.watermarks import WATERMARKS_TABLE, read_watermarks, save_watermarks
+from pipeline_lib.watermarks import WATERMARKS_TABLE, processed_versions, save_watermarks
 
 ERASURES_TABLE = "erasures"
 ERASURE_LOCK = "ops.forget_customer"
@@ -349,7 +350,7 @@ def _erase(
         progress(f"forget-customer: {name}: {deleted} rows deleted, {updated} updated")
 
     ctx = JobContext(spark=spark, config=config, run_id=report.erasure_id)
-    specs = {spec.qualified_name: spec for spec in registered_jobs()}
+    specs = {spec.qualified_name: spec for spec in JOB_GRAPH}
     for job in recompute:
         run_job(specs[job], ctx)
         report.recomputed.append(job)
@@ -458,12 +459,17 @@ class _Watermark:
 
 
 def _collect_watermarks(spark: SparkSession, lake: str) -> list[_Watermark]:
-    """Every consumer's current (consumer, source, version) (bounded: jobs x sources)."""
-    current = read_watermarks(spark, lake)
-    if current is None:
-        return []
-    rows = current.select("consumer", "source", "version").collect()
-    return [_Watermark(r["consumer"], r["source"], int(r["version"])) for r in rows]
+    """Every consumer's current (consumer, source, version): from its data commits and the
+    log (:func:`pipeline_lib.watermarks.processed_versions`; bounded: jobs x sources)."""
+    marks = []
+    for spec in JOB_GRAPH:
+        sources = [name for name in spec.inputs if not name.startswith("landing.")]
+        if spec.layer == "bronze" or not sources:
+            continue
+        for source, version in processed_versions(spark, lake, spec.qualified_name, sources).items():
+            if version is not None:
+                marks.append(_Watermark(spec.qualified_name, source, version))
+    return marks
 
 
 def _has_changes(spark: SparkSession, path: str, after: int, up_to: int) -> bool:
@@ -719,7 +725,7 @@ def _counts(counts: dict[str, int]) -> str:
 @contextlib.contextmanager
 def _pipeline_locked(spark: SparkSession, lake: str, run_id: str) -> Iterator[None]:
     """Hold the erasure lock and the locks of every bronze and silver job for the block."""
-    names = [ERASURE_LOCK, *(s.qualified_name for s in registered_jobs() if s.layer in ("bronze", "silver"))]
+    names = [ERASURE_LOCK, *(s.qualified_name for s in JOB_GRAPH if s.layer in ("bronze", "silver"))]
     with contextlib.ExitStack() as stack:
         for name in names:
             stack.enter_context(job_lock(spark, lake, name, run_id))

@@ -1,8 +1,9 @@
-"""What every job shares: its context, its result, the registry and the runner.
+"""What every job shares: its context, its result, and how one job runs.
 
-A job is a function ``(ctx: JobContext) -> JobResult`` registered with :func:`job`. The
-runner times it, prints progress on stderr, and appends a run record to
-``<lake>/ops/pipeline_runs`` whether it succeeds or fails.
+A job is a function ``(ctx: JobContext) -> JobResult`` declared in :mod:`jobs.graph`.
+:func:`run_job` times it, holds its lock, prints progress on stderr, and appends a run
+record to ``<lake>/ops/pipeline_runs`` whether it succeeds or fails; :mod:`jobs.runner`
+decides which jobs run.
 """
 
 from __future__ import annotations
@@ -13,21 +14,18 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pyspark.sql import SparkSession
 
+from jobs.graph import JobSpec
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.delta_io import table_path
 from pipeline_lib.locks import JobLockedError, job_lock
 from pipeline_lib.retry import Retry, retry_on_conflict
-from pipeline_lib.runs import RunRecord, record_run
+from pipeline_lib.runs import RunRecord, record_runs
 
-LAYER_ORDER = ("bronze", "silver", "gold")
-# Modules whose import registers jobs, in run order; a module not written yet is skipped.
-JOB_MODULES = ("jobs.bronze", "jobs.silver", "jobs.silver_clicks", "jobs.gold", "jobs.gold_aggregates")
 # How often a job runs at most when Delta refuses a commit for a concurrent writer's change
 # (another tool's MERGE, an OPTIMIZE): every job is idempotent, so running it again is safe.
 JOB_CONFLICT_ATTEMPTS = 3
@@ -53,7 +51,12 @@ class JobContext:
 
     def progress(self, message: str) -> None:
         """One line of progress on stderr."""
-        print(f"[{dt.datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+        progress(message)
+
+
+def progress(message: str) -> None:
+    """One line of progress on stderr, with the time."""
+    print(f"[{dt.datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -67,75 +70,21 @@ class JobResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-JobFunction = Callable[[JobContext], JobResult]
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    layer: str
-    name: str
-    func: JobFunction
-    description: str
-
-    @property
-    def qualified_name(self) -> str:
-        return f"{self.layer}.{self.name}"
-
-
-_REGISTRY: dict[str, JobSpec] = {}
-
-
-def job(layer: str, name: str) -> Callable[[JobFunction], JobFunction]:
-    """Register a job function under ``<layer>.<name>``; registration order is run order."""
-    if layer not in LAYER_ORDER:
-        raise ValueError(f"unknown layer {layer!r}; expected one of {LAYER_ORDER}")
-
-    def register(func: JobFunction) -> JobFunction:
-        doc = (func.__doc__ or "").strip().splitlines()
-        _REGISTRY[f"{layer}.{name}"] = JobSpec(layer, name, func, doc[0] if doc else "")
-        return func
-
-    return register
-
-
-def registered_jobs() -> list[JobSpec]:
-    """Every job, bronze first, then silver, then gold, each layer in registration order."""
-    _load_job_modules()
-    # sorted() is stable: within a layer, registration order stays.
-    return sorted(_REGISTRY.values(), key=lambda spec: LAYER_ORDER.index(spec.layer))
-
-
-def select_jobs(layer: str, name: str | None = None) -> list[JobSpec]:
-    """The jobs for ``--layer`` (``all`` or one layer) and optional ``--job``.
-
-    Raises:
-        JobFailedError: The layer or the job name is unknown.
-    """
-    specs = registered_jobs()
-    if layer != "all":
-        if layer not in LAYER_ORDER:
-            raise JobFailedError(f"unknown layer {layer!r}; expected bronze, silver, gold or all")
-        specs = [s for s in specs if s.layer == layer]
-    if name:
-        chosen = [s for s in specs if name in (s.name, s.qualified_name)]
-        if not chosen:
-            known = ", ".join(s.qualified_name for s in specs)
-            raise JobFailedError(f"unknown job {name!r} for layer {layer}; known: {known}")
-        specs = chosen
-    return specs
-
-
 def new_run_id() -> str:
     """A sortable, unique run id: UTC time plus a random suffix."""
     return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
-def run_job(spec: JobSpec, ctx: JobContext) -> JobResult:
+def run_job(spec: JobSpec, ctx: JobContext, *, records: list[RunRecord] | None = None) -> JobResult:
     """Run one job, report progress, and record the run whatever happens.
 
     A job refused by Delta for a concurrent writer's commit (see :mod:`pipeline_lib.retry`)
     runs again, up to :data:`JOB_CONFLICT_ATTEMPTS` times in all, under the same lock; each
     retry is a progress line and an entry of ``conflict_retries`` in the run record's details.
+
+    Args:
+        records: Where to put the run record, for the caller to append with the others of
+            its run (:func:`pipeline_lib.runs.record_runs`); None appends it now.
 
     Raises:
         JobFailedError: The job raised (or stayed refused by a concurrent writer); the run
@@ -149,8 +98,9 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobResult:
     retries: list[Retry] = []
     try:
         with job_lock(ctx.spark, ctx.config.paths.lake, spec.qualified_name, ctx.run_id):
+            func = spec.load()
             result = retry_on_conflict(
-                lambda: spec.func(ctx),
+                lambda: func(ctx),
                 what=spec.qualified_name,
                 attempts=JOB_CONFLICT_ATTEMPTS,
                 progress=ctx.progress,
@@ -185,12 +135,10 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobResult:
         error=message,
         details=details,
     )
-    # A blind append, refused only while another writer creates the runs table: retry it.
-    retry_on_conflict(
-        lambda: record_run(ctx.spark, ctx.config.paths.lake, record),
-        what=f"{spec.qualified_name}: run record",
-        progress=ctx.progress,
-    )
+    if records is not None:
+        records.append(record)
+    else:
+        save_run_records(ctx, [record])
     if error is not None:
         ctx.progress(f"{spec.qualified_name}: FAILED after {seconds:.1f}s: {message}")
         raise JobFailedError(f"{spec.qualified_name}: {message}") from error
@@ -199,6 +147,16 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobResult:
         f"{outcome.rows_written} written, {outcome.rows_quarantined} quarantined"
     )
     return outcome
+
+
+def save_run_records(ctx: JobContext, records: list[RunRecord]) -> None:
+    """Append run records in one commit; a blind append, refused only while another writer
+    creates the runs table: retried."""
+    retry_on_conflict(
+        lambda: record_runs(ctx.spark, ctx.config.paths.lake, records),
+        what="run records",
+        progress=ctx.progress,
+    )
 
 
 def one_line(error: BaseException) -> str:
@@ -231,14 +189,3 @@ def _java_root_cause(error: BaseException) -> str | None:
         return str(cause.toString()).strip() or None
     except Exception:  # the gateway is gone: fall back to the Python message
         return None
-
-
-def _load_job_modules() -> None:
-    import importlib
-
-    for module in JOB_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise

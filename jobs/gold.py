@@ -26,10 +26,11 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs.framework import JobContext, JobResult, job
+from jobs.framework import JobContext, JobResult
 from pipeline_lib.delta_io import (
+    MergeCounts,
     assert_unique_keys,
-    latest_commit,
+    commit_metadata,
     read_table,
     replace_groups,
     table_exists,
@@ -39,7 +40,12 @@ from pipeline_lib.delta_io import (
 from pipeline_lib.gold.dimensions import build_dim_customer, build_dim_date, build_dim_product
 from pipeline_lib.gold.facts import build_fact_order_lines, build_fact_orders
 from pipeline_lib.gold.sessions import build_fact_sessions
-from pipeline_lib.watermarks import CDF_PROPERTIES, read_watermarks, save_processed_versions
+from pipeline_lib.watermarks import (
+    CDF_PROPERTIES,
+    consumed_metadata,
+    processed_versions,
+    record_consumption,
+)
 
 _CHANGE_TYPES = ("insert", "update_preimage", "update_postimage", "delete")
 
@@ -66,26 +72,22 @@ def _latest_versions(ctx: JobContext, sources: Sequence[str]) -> dict[str, int]:
 
 
 def _processed_versions(ctx: JobContext, consumer: str, sources: Sequence[str]) -> dict[str, int | None]:
-    """The last version of each source this consumer processed (None if never); one bounded read."""
-    current = read_watermarks(ctx.spark, ctx.config.paths.lake)
-    if current is None:
-        return dict.fromkeys(sources)
-    rows = (
-        current.where((F.col("consumer") == consumer) & F.col("source").isin(*sources))
-        .select("source", "version")
-        .collect()  # one row per source of this job
-    )
-    found = {row["source"]: int(row["version"]) for row in rows}
-    return {source: found.get(source) for source in sources}
+    """The last version of each source this consumer processed (None if never)."""
+    return processed_versions(ctx.spark, ctx.config.paths.lake, consumer, sources)
+
+
+def _state(ctx: JobContext, consumer: str, versions: dict[str, int]) -> str:
+    """What the job's commit records it consumed: the versions of every source read."""
+    return consumed_metadata(consumer, versions, ctx.run_id)
 
 
 def _save_versions(
     ctx: JobContext, consumer: str, versions: dict[str, int], done: dict[str, int | None]
 ) -> None:
-    """Record the versions processed, in one append, for the sources that moved."""
-    moved = {source: version for source, version in versions.items() if done.get(source) != version}
-    if moved:
-        save_processed_versions(ctx.spark, ctx.config.paths.lake, consumer, moved, ctx.run_id)
+    """Record the versions processed: in the job's own commit when it wrote (nothing more to
+    do), else one append to the log for the sources that moved."""
+    if any(done.get(source) != version for source, version in versions.items()):
+        record_consumption(ctx.spark, ctx.config.paths.lake, consumer, versions, ctx.run_id)
 
 
 def _read(ctx: JobContext, source: str, versions: dict[str, int]) -> DataFrame:
@@ -112,25 +114,19 @@ def _changed_rows(ctx: JobContext, source: str, after: int | None, latest: int) 
     )
 
 
-def _collect_commit_metrics(ctx: JobContext, path: str) -> tuple[int, int, int]:
-    """(version, source rows, target rows written) of the table's last commit (its commit file)."""
-    last = latest_commit(ctx.spark, path)
-    if last is None:
-        raise FileNotFoundError(f"no Delta table at {path} after writing it")
-    raw = last.info.get("operationMetrics") or {}
-    metrics = {k: int(v) for k, v in raw.items() if str(v).isdigit()}
-    if "numOutputRows" in metrics and "numTargetRowsInserted" not in metrics:  # WRITE
-        return last.version, metrics["numOutputRows"], metrics["numOutputRows"]
-    written = sum(
-        metrics.get(k, 0) for k in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")
-    )
-    return last.version, metrics.get("numSourceRows", 0), written
-
-
-def _result(ctx: JobContext, path: str, *, mode: str) -> JobResult:
-    version, rows_read, rows_written = _collect_commit_metrics(ctx, path)
+def _result(ctx: JobContext, path: str, counts: MergeCounts, *, mode: str) -> JobResult:
+    """What the job's own commit did: Delta's counts of that write, not of the table's latest commit."""
+    version = table_version(ctx.spark, path)
     return JobResult(
-        rows_read=rows_read, rows_written=rows_written, delta_versions={path: version}, details={"mode": mode}
+        rows_read=counts.source_rows,
+        rows_written=counts.written,
+        delta_versions={} if version is None else {path: version},
+        details={
+            "mode": mode,
+            "inserted": counts.inserted,
+            "updated": counts.updated,
+            "deleted": counts.deleted,
+        },
     )
 
 
@@ -138,12 +134,18 @@ def _skipped(reason: str) -> JobResult:
     return JobResult(details={"mode": "skipped", "reason": reason})
 
 
-def _overwrite(ctx: JobContext, table: DataFrame, path: str) -> JobResult:
-    write_table(table, path, mode="overwrite", overwrite_schema=True, properties=CDF_PROPERTIES)
-    return _result(ctx, path, mode="full")
+def _overwrite(ctx: JobContext, table: DataFrame, path: str, *, state: str) -> JobResult:
+    table = table.localCheckpoint()  # counted and written: compute it once
+    rows = table.count()
+    write_table(
+        table, path, mode="overwrite", overwrite_schema=True, properties=CDF_PROPERTIES, user_metadata=state
+    )
+    return _result(ctx, path, MergeCounts(inserted=rows, source_rows=rows), mode="full")
 
 
-def _sync_table(ctx: JobContext, built: DataFrame, path: str, *, keys: Sequence[str]) -> JobResult:
+def _sync_table(
+    ctx: JobContext, built: DataFrame, path: str, *, keys: Sequence[str], state: str
+) -> JobResult:
     """Make a small table equal to ``built``, committing only if the content differs.
 
     Full refresh or a missing table: overwrite. Otherwise one MERGE by ``keys`` updates the
@@ -153,31 +155,33 @@ def _sync_table(ctx: JobContext, built: DataFrame, path: str, *, keys: Sequence[
     built = built.localCheckpoint()  # checked, compared and merged: compute it once
     assert_unique_keys(built, keys, what=f"sync of {path}")
     if ctx.full_refresh or not table_exists(ctx.spark, path):
-        return _overwrite(ctx, built, path)
+        return _overwrite(ctx, built, path, state=state)
     existing = read_table(ctx.spark, path).select(*built.columns)
     if built.exceptAll(existing).unionByName(existing.exceptAll(built)).isEmpty():
         return _skipped("content unchanged")
     on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
     changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in built.columns if c not in keys)
-    (
-        DeltaTable.forPath(ctx.spark, path)
-        .alias("t")
-        .merge(built.alias("s"), on)
-        .whenMatchedUpdateAll(condition=changed or None)
-        .whenNotMatchedInsertAll()
-        .whenNotMatchedBySourceDelete()
-        .execute()
-    )
-    return _result(ctx, path, mode="merge")
+    with commit_metadata(ctx.spark, state):
+        metrics = (
+            DeltaTable.forPath(ctx.spark, path)
+            .alias("t")
+            .merge(built.alias("s"), on)
+            .whenMatchedUpdateAll(condition=changed or None)
+            .whenNotMatchedInsertAll()
+            .whenNotMatchedBySourceDelete()
+            .execute()
+        )
+    return _result(ctx, path, MergeCounts.of_merge(metrics, source_rows=built.count()), mode="merge")
 
 
 def _replace_keys(
-    ctx: JobContext, rebuilt: DataFrame, path: str, *, keys: Sequence[str], scope: DataFrame
+    ctx: JobContext, rebuilt: DataFrame, path: str, *, keys: Sequence[str], scope: DataFrame, state: str
 ) -> JobResult:
     """Replace the rows of the ``scope`` keys with ``rebuilt`` (see :func:`replace_groups`)."""
-    if not replace_groups(rebuilt, path, row_keys=keys, scope=scope):
+    counts = replace_groups(rebuilt, path, row_keys=keys, scope=scope, user_metadata=state)
+    if counts is None:
         return _skipped("no rows in the changed scope")
-    return _result(ctx, path, mode="incremental")
+    return _result(ctx, path, counts, mode="incremental")
 
 
 def _is_up_to_date(ctx: JobContext, path: str, versions: dict[str, int], done: dict[str, int | None]) -> bool:
@@ -237,12 +241,11 @@ def _dimension_job(
     if _is_up_to_date(ctx, path, versions, done):
         return _skipped("sources unchanged")
     built = build(*(_read(ctx, s, versions) for s in sources))
-    result = _sync_table(ctx, built, path, keys=[key])
+    result = _sync_table(ctx, built, path, keys=[key], state=_state(ctx, consumer, versions))
     _save_versions(ctx, consumer, versions, done)
     return result
 
 
-@job("gold", "dim_date")
 def dim_date(ctx: JobContext) -> JobResult:
     """Calendar days of every year with orders or click events."""
 
@@ -257,7 +260,6 @@ def dim_date(ctx: JobContext) -> JobResult:
     )
 
 
-@job("gold", "dim_customer")
 def dim_customer(ctx: JobContext) -> JobResult:
     """Customer versions (SCD2) without personal data, plus unknown and inferred members."""
 
@@ -269,7 +271,6 @@ def dim_customer(ctx: JobContext) -> JobResult:
     )
 
 
-@job("gold", "dim_product")
 def dim_product(ctx: JobContext) -> JobResult:
     """Product versions (SCD2), plus unknown and inferred members."""
 
@@ -284,7 +285,6 @@ def dim_product(ctx: JobContext) -> JobResult:
 # --- Facts -----------------------------------------------------------------------------------
 
 
-@job("gold", "fact_order_lines")
 def fact_order_lines(ctx: JobContext) -> JobResult:
     """Order lines (current state) with point-in-time customer and product keys."""
     consumer, path = "gold.fact_order_lines", ctx.path("gold", "fact_order_lines")
@@ -297,7 +297,7 @@ def fact_order_lines(ctx: JobContext) -> JobResult:
         lines = order_items.transform(
             build_fact_order_lines, orders=orders, dim_customer=customers, dim_product=products
         )
-        result = _overwrite(ctx, lines, path)
+        result = _overwrite(ctx, lines, path, state=_state(ctx, consumer, versions))
     else:
         changed = _changed_order_ids(ctx, versions, done, orders=orders, order_items=order_items)
         lines = _only(order_items, changed).transform(
@@ -306,12 +306,18 @@ def fact_order_lines(ctx: JobContext) -> JobResult:
             dim_customer=customers,
             dim_product=products,
         )
-        result = _replace_keys(ctx, lines, path, keys=["order_id", "line_no"], scope=changed)
+        result = _replace_keys(
+            ctx,
+            lines,
+            path,
+            keys=["order_id", "line_no"],
+            scope=changed,
+            state=_state(ctx, consumer, versions),
+        )
     _save_versions(ctx, consumer, versions, done)
     return result
 
 
-@job("gold", "fact_orders")
 def fact_orders(ctx: JobContext) -> JobResult:
     """Orders (current state) with line totals in the base currency and the revenue flag."""
     consumer, path = "gold.fact_orders", ctx.path("gold", "fact_orders")
@@ -322,18 +328,19 @@ def fact_orders(ctx: JobContext) -> JobResult:
     orders, order_items, customers = (_read(ctx, s, versions) for s in sources)
     if _needs_full_build(ctx, path, done):
         facts = orders.transform(build_fact_orders, order_items=order_items, dim_customer=customers)
-        result = _overwrite(ctx, facts, path)
+        result = _overwrite(ctx, facts, path, state=_state(ctx, consumer, versions))
     else:
         changed = _changed_order_ids(ctx, versions, done, orders=orders, order_items=order_items)
         facts = _only(orders, changed).transform(
             build_fact_orders, order_items=_only(order_items, changed), dim_customer=customers
         )
-        result = _replace_keys(ctx, facts, path, keys=["order_id"], scope=changed)
+        result = _replace_keys(
+            ctx, facts, path, keys=["order_id"], scope=changed, state=_state(ctx, consumer, versions)
+        )
     _save_versions(ctx, consumer, versions, done)
     return result
 
 
-@job("gold", "fact_sessions")
 def fact_sessions(ctx: JobContext) -> JobResult:
     """Visits: one row per click session, with funnel counts and conversion."""
     consumer, path = "gold.fact_sessions", ctx.path("gold", "fact_sessions")
@@ -343,11 +350,15 @@ def fact_sessions(ctx: JobContext) -> JobResult:
         return _skipped("sources unchanged")
     clicks = _read(ctx, "silver.clicks", versions)
     if _needs_full_build(ctx, path, done):
-        result = _overwrite(ctx, clicks.transform(build_fact_sessions), path)
+        result = _overwrite(
+            ctx, clicks.transform(build_fact_sessions), path, state=_state(ctx, consumer, versions)
+        )
     else:
         changes = _changed_rows(ctx, "silver.clicks", done["silver.clicks"], versions["silver.clicks"])
         changed = changes.select("session_id").where(F.col("session_id").isNotNull()).distinct()
         sessions = _only(clicks, changed).transform(build_fact_sessions)
-        result = _replace_keys(ctx, sessions, path, keys=["session_id"], scope=changed)
+        result = _replace_keys(
+            ctx, sessions, path, keys=["session_id"], scope=changed, state=_state(ctx, consumer, versions)
+        )
     _save_versions(ctx, consumer, versions, done)
     return result

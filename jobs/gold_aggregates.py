@@ -28,7 +28,7 @@ from typing import Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs.framework import JobContext, JobResult, job
+from jobs.framework import JobContext, JobResult
 from pipeline_lib.delta_io import (
     latest_user_metadata,
     read_table,
@@ -38,6 +38,7 @@ from pipeline_lib.delta_io import (
 )
 from pipeline_lib.gold.popularity import product_popularity
 from pipeline_lib.gold.segments import customer_segments
+from pipeline_lib.schemas import INGEST_DATE
 from pipeline_lib.watermarks import CDF_PROPERTIES
 
 AS_OF_COLUMN = "as_of_date"
@@ -122,13 +123,20 @@ def published_from(ctx: JobContext, path: str, fingerprint: str) -> dict[str, An
 
 
 def collect_order_stats(orders: DataFrame) -> tuple[dt.date | None, int]:
-    """The latest ``order_date`` and the number of rows of silver.orders (one aggregate row)."""
-    row = orders.agg(F.max("order_date").alias("latest"), F.count(F.lit(1)).alias("rows")).first()
+    """The default as-of date and the number of rows of silver.orders (one aggregate row).
+
+    The default is the latest ``order_date``, but never after the latest delivery of the orders
+    (``_ingest_date``): an order dated in the future cannot move the as-of date past the data.
+    """
+    row = orders.agg(
+        F.least(F.max("order_date"), F.max(INGEST_DATE)).alias("latest"), F.count(F.lit(1)).alias("rows")
+    ).first()
     return (None, 0) if row is None else (row["latest"], int(row["rows"]))
 
 
 def resolve_as_of(ctx: JobContext, orders: DataFrame) -> tuple[dt.date, int]:
-    """``ctx.as_of``, else the latest order date of silver.orders; and the orders' row count.
+    """``ctx.as_of``, else the latest order date of silver.orders bounded by its latest delivery;
+    and the orders' row count.
 
     Raises:
         MissingInputError: No as-of date was given and silver.orders has no dated order.
@@ -250,7 +258,6 @@ def publish_as_of(
 # --- Jobs ------------------------------------------------------------------------------------
 
 
-@job("gold", "customer_segments")
 def build_customer_segments(ctx: JobContext) -> JobResult:
     """RFM scores and segment per customer as of a date (rows_read: silver.orders rows)."""
     silver, versions = read_silver(ctx, ("orders", "order_items"))
@@ -271,7 +278,6 @@ def build_customer_segments(ctx: JobContext) -> JobResult:
     return publish_as_of(ctx, "customer_segments", silver["orders"], build, fingerprint)
 
 
-@job("gold", "product_popularity")
 def build_product_popularity(ctx: JobContext) -> JobResult:
     """Views, carts, purchases, revenue and ranks per product and window as of a date."""
     silver, versions = read_silver(ctx, ("orders", "order_items", "clicks", "products"))

@@ -27,13 +27,21 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.framework import JobContext, JobResult, job
+from jobs.framework import JobContext, JobResult
 from pipeline_lib.config import QualityRule
-from pipeline_lib.delta_io import read_table, table_exists, table_version, write_table
+from pipeline_lib.delta_io import (
+    commit_metadata,
+    create_empty_table,
+    read_table,
+    table_exists,
+    table_version,
+    write_table,
+)
 from pipeline_lib.quality import enforce_thresholds, quality_metrics, split_by_quality, with_rule_results
 from pipeline_lib.quality_io import (
     bronze_record_of_failures_only,
     measured_once,
+    resolve_all_but,
     write_quality_metrics,
     write_quarantine,
 )
@@ -44,17 +52,19 @@ from pipeline_lib.transforms.clicks import (
     IS_NEW,
     SILVER_CLICKS_SCHEMA,
     clean_clicks,
-    dedupe_clicks,
     filter_unseen_clicks,
     plan_click_changes,
+    rank_clicks,
     select_click_context,
     to_silver_clicks,
 )
+from pipeline_lib.transforms.common import CONFLICT, KEPT, VERSION_OUTCOME, count_outcomes
 from pipeline_lib.watermarks import (
     CDF_PROPERTIES,
+    consumed_metadata,
     last_processed_version,
     read_appended_rows,
-    save_processed_version,
+    record_consumption,
 )
 
 TABLE = "clicks"
@@ -66,7 +76,6 @@ class ReconciliationError(RuntimeError):
     """Bronze rows read do not equal silver rows inserted + quarantined + duplicates removed."""
 
 
-@job("silver", TABLE)
 def silver_clicks(ctx: JobContext) -> JobResult:
     """Click events: typed, deduplicated, sessionized and stitched; one row per event_id."""
     spark, lake, settings = ctx.spark, ctx.config.paths.lake, ctx.config.pipeline
@@ -75,8 +84,17 @@ def silver_clicks(ctx: JobContext) -> JobResult:
     if not rules:
         raise ValueError("no quality rules for clicks: set quality.rules.clicks (see docs/clickstream.md)")
     full = ctx.full_refresh  # rebuild silver from all of bronze
-    done = None if full else last_processed_version(spark, lake, CONSUMER, SOURCE)
     latest = table_version(spark, bronze_path)
+    if latest is None:  # the tracker has not delivered: silver.clicks is empty, not missing
+        created = create_empty_table(
+            spark, silver_path, SILVER_CLICKS_SCHEMA, partition_by=["event_date"], properties=CDF_PROPERTIES
+        )
+        ctx.progress(
+            f"{CONSUMER}: clicks have not been delivered yet (no bronze.clicks); "
+            + ("silver.clicks created empty" if created else "nothing to do")
+        )
+        return JobResult(details={"skipped": "no bronze.clicks"})
+    done = None if full else last_processed_version(spark, lake, CONSUMER, SOURCE)
     if latest is not None and done is not None and done >= latest:
         ctx.progress(f"{CONSUMER}: bronze.clicks unchanged since version {done}; nothing to do")
         return JobResult(details={"skipped": "no new bronze commits", "bronze_version": done})
@@ -86,8 +104,12 @@ def silver_clicks(ctx: JobContext) -> JobResult:
     silver = None if silver_version is None else read_table(spark, silver_path, version=silver_version)
 
     cleaned = bronze_rows.transform(clean_clicks, source_timezone=settings.source_timezone)
-    checked = with_rule_results(cleaned, rules).transform(bronze_record_of_failures_only).persist()
-    batch: DataFrame | None = None
+    checked = (
+        with_rule_results(cleaned, rules, plausible_time=ctx.config.quality.plausible_time)
+        .transform(bronze_record_of_failures_only)
+        .persist()
+    )
+    ranked: DataFrame | None = None
     planned: DataFrame | None = None
     try:
         _write_quality(ctx, checked, rules)
@@ -95,26 +117,34 @@ def silver_clicks(ctx: JobContext) -> JobResult:
         # Counted, then read again to plan the changes: deduplicate once (a shuffle of the batch).
         # Only the silver columns go on: the delivered row (``_bronze``) was for the rules and
         # quarantine, and shuffling and caching it doubled the bytes of both.
-        batch = valid.select(*SILVER_CLICKS_SCHEMA.fieldNames()).transform(dedupe_clicks).persist()
+        ranked = valid.select(*SILVER_CLICKS_SCHEMA.fieldNames()).transform(rank_clicks).persist()
+        batch = ranked.where(F.col(VERSION_OUTCOME) == KEPT).drop(VERSION_OUTCOME)
         new_clicks = batch if silver is None else batch.transform(filter_unseen_clicks, seen=silver)
         planned = new_clicks.transform(
             plan_click_changes,
             context=_context_of(new_clicks, silver),
             session_gap_minutes=settings.session_gap_minutes,
         ).persist()
-        counts = {**_count_checked(checked), "unique_in_batch": batch.count(), **_count_planned(planned)}
+        outcomes = count_outcomes(ranked)
+        counts = {
+            **_count_checked(checked),
+            "unique_in_batch": outcomes[KEPT],
+            "conflicts_in_batch": outcomes[CONFLICT],
+            **_count_planned(planned),
+        }
+        state = consumed_metadata(CONSUMER, {SOURCE: latest}, ctx.run_id)
         written = (
-            _write_silver(planned, silver_path, replace=full)
+            _write_silver(planned, silver_path, replace=full, user_metadata=state)
             if counts["new_events"] or silver is None
             else {}
         )
     finally:
-        for cached in (checked, batch, planned):
+        for cached in (checked, ranked, planned):
             if cached is not None:
                 cached.unpersist()
 
     details = _reconcile(counts, written)
-    save_processed_version(spark, lake, CONSUMER, SOURCE, latest, ctx.run_id)
+    record_consumption(spark, lake, CONSUMER, {SOURCE: latest}, ctx.run_id)  # in the silver commit if any
     silver_now = table_version(spark, silver_path)
     return JobResult(
         rows_read=counts["bronze_rows"],
@@ -135,7 +165,14 @@ def _write_quality(ctx: JobContext, checked: DataFrame, rules: Sequence[QualityR
     write_quality_metrics(metrics, ctx.config.paths.lake)
     _, quarantined = split_by_quality(checked)
     write_quarantine(quarantined, ctx.config.paths.lake, TABLE, run_id=ctx.run_id)
-    enforce_thresholds(metrics, rules, default_threshold=ctx.config.quality.fail_threshold)
+    if ctx.full_refresh:  # every bronze row was checked again: the rows that pass now leave quarantine
+        resolve_all_but(quarantined, ctx.config.paths.lake, TABLE, run_id=ctx.run_id)
+    enforce_thresholds(
+        metrics,
+        rules,
+        default_threshold=ctx.config.quality.fail_threshold,
+        min_rows=ctx.config.quality.threshold_min_rows,
+    )
 
 
 def _count_checked(checked: DataFrame) -> dict[str, int]:
@@ -174,7 +211,7 @@ def _collect_event_date_span(clicks: DataFrame) -> tuple[dt.date, dt.date] | Non
     return row["first"], row["last"]
 
 
-def _write_silver(planned: DataFrame, path: str, *, replace: bool) -> dict[str, int]:
+def _write_silver(planned: DataFrame, path: str, *, replace: bool, user_metadata: str) -> dict[str, int]:
     """Insert the new events and update the changed silver ones in ONE commit; Delta's counts.
 
     With ``replace`` (full refresh) or no table yet, the new events become the whole table.
@@ -189,18 +226,21 @@ def _write_silver(planned: DataFrame, path: str, *, replace: bool) -> dict[str, 
             partition_by=["event_date"],
             properties=CDF_PROPERTIES,
             overwrite_schema=replace,
+            user_metadata=user_metadata,
         )
         return {"inserted": read_table(spark, path).count(), "updated": 0}
     columns = SILVER_CLICKS_SCHEMA.fieldNames()
-    outcome = (
-        DeltaTable.forPath(spark, path)
-        .alias("t")
-        .merge(planned.alias("s"), "t.event_id = s.event_id")
-        .whenMatchedUpdate(condition=f"NOT s.{IS_NEW}", set={c: f"s.`{c}`" for c in CLICK_MUTABLE_COLUMNS})
-        .whenNotMatchedInsert(condition=f"s.{IS_NEW}", values={c: f"s.`{c}`" for c in columns})
-        .execute()
-        .first()
-    )
+    mutable = {c: f"s.`{c}`" for c in CLICK_MUTABLE_COLUMNS}
+    with commit_metadata(spark, user_metadata):
+        outcome = (
+            DeltaTable.forPath(spark, path)
+            .alias("t")
+            .merge(planned.alias("s"), "t.event_id = s.event_id")
+            .whenMatchedUpdate(condition=f"NOT s.{IS_NEW}", set=mutable)
+            .whenNotMatchedInsert(condition=f"s.{IS_NEW}", values={c: f"s.`{c}`" for c in columns})
+            .execute()
+            .first()
+        )
     return {"inserted": int(outcome["num_inserted_rows"]), "updated": int(outcome["num_updated_rows"])}
 
 
@@ -211,7 +251,8 @@ def _reconcile(counts: dict[str, int], written: dict[str, int]) -> dict[str, Any
         ReconciliationError: The counts do not add up (a bug, never bad data).
     """
     inserted, updated = written.get("inserted", 0), written.get("updated", 0)
-    duplicates_in_batch = counts["valid"] - counts["unique_in_batch"]
+    # A copy of an event_id with other content than the kept one lost a tie: a conflict, not a copy.
+    duplicates_in_batch = counts["valid"] - counts["unique_in_batch"] - counts["conflicts_in_batch"]
     already_in_silver = counts["unique_in_batch"] - counts["new_events"]
     details: dict[str, Any] = {
         **counts,
@@ -220,8 +261,9 @@ def _reconcile(counts: dict[str, int], written: dict[str, int]) -> dict[str, Any
         "duplicates_in_batch": duplicates_in_batch,
         "duplicates_already_in_silver": already_in_silver,
         "duplicates_removed": duplicates_in_batch + already_in_silver,
+        "conflicts": counts["conflicts_in_batch"],
     }
-    accounted = inserted + counts["quarantined"] + details["duplicates_removed"]
+    accounted = inserted + counts["quarantined"] + details["duplicates_removed"] + details["conflicts"]
     details["reconciled"] = counts["bronze_rows"] == accounted and updated == counts["context_updates"]
     if not details["reconciled"]:
         raise ReconciliationError(

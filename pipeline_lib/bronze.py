@@ -41,41 +41,49 @@ def rescued_fields(extra_columns: Sequence[str]) -> Column:
     return F.when(F.size(as_map) > 0, F.to_json(as_map))
 
 
-def align_csv_to_contract(delivered: DataFrame, *, source: LandingSource) -> DataFrame:
+def align_csv_to_contract(
+    delivered: DataFrame, *, source: LandingSource, keep: Sequence[str] = ()
+) -> DataFrame:
     """Map a CSV delivery read with its own header onto the source's contract.
 
     Args:
         delivered: String columns named by the file's header, plus ``_corrupt_record``.
         source: The landing source whose contract fields to keep.
 
+        keep: Columns passed through as they are (a row's file, for lineage).
+
     Returns:
         The contract fields (null where the file lacks a column), ``_rescued_data`` with
-        the file's extra columns as JSON text, and ``_corrupt_record``. One row per data row.
+        the file's extra columns as JSON text, ``_corrupt_record`` and ``keep``. One row per
+        data row.
     """
     present = set(delivered.columns)
-    extras = [c for c in delivered.columns if c not in source.fields and c != CORRUPT_RECORD]
+    extras = [
+        c for c in delivered.columns if c not in source.fields and c != CORRUPT_RECORD and c not in keep
+    ]
     contract = [
         (F.col(f"`{name}`") if name in present else F.lit(None)).cast(T.StringType()).alias(name)
         for name in source.fields
     ]
     corrupt = F.col(CORRUPT_RECORD) if CORRUPT_RECORD in present else F.lit(None).cast(T.StringType())
     return delivered.select(
-        *contract, rescued_fields(extras).alias(RESCUED_DATA), corrupt.alias(CORRUPT_RECORD)
+        *contract, rescued_fields(extras).alias(RESCUED_DATA), corrupt.alias(CORRUPT_RECORD), *keep
     )
 
 
-def parse_json_lines(lines: DataFrame, *, source: LandingSource) -> DataFrame:
+def parse_json_lines(lines: DataFrame, *, source: LandingSource, keep: Sequence[str] = ()) -> DataFrame:
     """Parse JSON Lines text into the source's contract, keeping what does not fit.
 
     Args:
         lines: One row per line, the text in column ``value``. Blank lines are dropped
             (JSON Lines allows them; they hold no record).
         source: The landing source whose contract fields to parse.
+        keep: Columns of ``lines`` passed through as they are (a row's file, for lineage).
 
     Returns:
         Every contract field as a string (a nested object or array as its JSON text),
         ``_rescued_data`` (JSON text of the top-level fields outside the contract, or
-        null) and ``_corrupt_record`` (the raw line when it is not a JSON object).
+        null), ``_corrupt_record`` (the raw line when it is not a JSON object) and ``keep``.
     """
     schema = T.StructType([*source.delivered_schema.fields, T.StructField(CORRUPT_RECORD, T.StringType())])
     options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_RECORD}
@@ -85,11 +93,13 @@ def parse_json_lines(lines: DataFrame, *, source: LandingSource) -> DataFrame:
     parsed = lines.where(F.trim(F.col("value")) != "").select(
         F.from_json("value", schema, options).alias("record"),
         F.when(F.size(extras) > 0, F.to_json(extras)).alias(RESCUED_DATA),
+        *keep,
     )
     return parsed.select(
         *[F.col(f"record.{name}").alias(name) for name in source.fields],
         RESCUED_DATA,
         F.col(f"record.{CORRUPT_RECORD}").alias(CORRUPT_RECORD),
+        *keep,
     )
 
 
@@ -101,8 +111,13 @@ def with_lineage(
         "*",
         F.lit(source_file).alias(SOURCE_FILE),
         F.lit(ingest_date).cast(T.DateType()).alias(INGEST_DATE),
-        F.lit(ingested_at).cast(T.TimestampType()).alias(INGESTED_AT),
-        F.lit(run_id).alias(RUN_ID),
+    ).transform(with_run_lineage, ingested_at=ingested_at, run_id=run_id)
+
+
+def with_run_lineage(records: DataFrame, *, ingested_at: dt.datetime, run_id: str) -> DataFrame:
+    """Add ``_ingested_at`` and ``_run_id`` to rows that already name their file and delivery."""
+    return records.select(
+        "*", F.lit(ingested_at).cast(T.TimestampType()).alias(INGESTED_AT), F.lit(run_id).alias(RUN_ID)
     )
 
 

@@ -17,6 +17,7 @@ Jobs receive the frozen :class:`PipelineConfig`; transformations receive plain v
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ import yaml
 
 ENV_PREFIX = "ECOM__"
 ROOT_ENV_VARS = {"ECOM_LANDING": ("paths", "landing"), "ECOM_LAKE": ("paths", "lake")}
-ROW_RULE_KINDS = ("row", "unique", "reference")
+ROW_RULE_KINDS = ("row", "unique", "reference", "time_window")
 RULE_ACTIONS = ("flag", "quarantine", "fail")
 _CURRENCY = re.compile(r"[A-Z]{3}")  # fullmatch
 
@@ -70,10 +71,12 @@ class QualityRule:
 
     ``kind`` is ``row`` (``expr`` is a Spark SQL boolean, true when the row passes; a null
     result counts as a pass only when ``null_passes``), ``unique`` (``columns`` form a key
-    within the delivery) or ``reference`` (``columns`` must exist in ``ref_table``'s
-    ``ref_columns``). ``action`` is ``flag`` (keep the row, list the rule on it),
-    ``quarantine`` (move the row to quarantine) or ``fail`` (quarantine, and fail the run
-    when the failing share of a delivery exceeds ``threshold``).
+    within the delivery), ``reference`` (``columns`` must exist in ``ref_table``'s
+    ``ref_columns``) or ``time_window`` (each of ``columns``, a timestamp or date, lies in the
+    plausible window of ``quality.plausible_time``; null passes). ``action`` is ``flag``
+    (keep the row, list the rule on it), ``quarantine`` (move the row to quarantine) or
+    ``fail`` (quarantine, and fail the run when the failing share of a delivery exceeds
+    ``threshold``).
     """
 
     name: str
@@ -89,8 +92,23 @@ class QualityRule:
 
 
 @dataclass(frozen=True)
+class PlausibleTime:
+    """The window of plausible business dates (``time_window`` rules; docs/quality.md).
+
+    A date before ``earliest`` (an ERP's ``1900-01-01`` for "no date", a clock reset) or more
+    than ``max_days_after_delivery`` days after the date of the delivery that brought it (a
+    ``9999-12-31`` placeholder, a device clock in 2099) is not a date the shop lived.
+    """
+
+    earliest: str = "2000-01-01"
+    max_days_after_delivery: int = 2
+
+
+@dataclass(frozen=True)
 class QualityConfig:
     fail_threshold: float = 0.05
+    threshold_min_rows: int = 20
+    plausible_time: PlausibleTime = field(default_factory=PlausibleTime)
     rules: Mapping[str, tuple[QualityRule, ...]] = field(default_factory=dict)
 
     def rules_for(self, table: str) -> tuple[QualityRule, ...]:
@@ -145,6 +163,14 @@ class PipelineConfig:
     def fingerprint(self) -> str:
         """A short SHA-256 of the effective config, recorded with every run."""
         payload = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def rules_fingerprint(self) -> str:
+        """A short SHA-256 of the settings that decide what the tables hold: all but where the
+        lake and landing are (``paths``) and how Spark runs (``spark``). A job whose inputs and
+        these settings have not changed has nothing to do (:mod:`jobs.runner`)."""
+        settings = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("paths", "spark", "env")}
+        payload = json.dumps(settings, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def with_paths(self, *, landing: str | None = None, lake: str | None = None) -> PipelineConfig:
@@ -389,6 +415,8 @@ def _coerce(dotted: str, annotation: Any, value: Any, origins: dict[str, str]) -
             table: tuple(_rule(f"{dotted}.{table}[{i}]", r, where) for i, r in enumerate(rules or []))
             for table, rules in value.items()
         }
+    if kind == "PlausibleTime":
+        return _record(dotted, PlausibleTime, value, where)
     if kind == "tuple[SegmentRule, ...]":
         if not isinstance(value, list):
             raise bad("a list of {segment, when}")
@@ -425,7 +453,7 @@ def _rule(dotted: str, value: Any, where: str) -> QualityRule:
         raise ConfigError(f"bad value for '{dotted}.action' in {where}: expected one of {RULE_ACTIONS}")
     if rule.kind == "row" and not rule.expr:
         raise ConfigError(f"'{dotted}' in {where}: a row rule needs 'expr'")
-    if rule.kind in ("unique", "reference") and not rule.columns:
+    if rule.kind in ("unique", "reference", "time_window") and not rule.columns:
         raise ConfigError(f"'{dotted}' in {where}: a {rule.kind} rule needs 'columns'")
     if rule.kind == "reference" and not (rule.ref_table and len(rule.ref_columns) == len(rule.columns)):
         raise ConfigError(
@@ -460,6 +488,14 @@ def _validate(config: PipelineConfig, origins: dict[str, str]) -> None:
         raise fail("pipeline.popularity_windows_days", "expected a non-empty list of positive day counts")
     if not 0 <= config.quality.fail_threshold <= 1:
         raise fail("quality.fail_threshold", "expected a share in [0, 1]")
+    if config.quality.threshold_min_rows < 1:
+        raise fail("quality.threshold_min_rows", "expected at least 1 row")
+    try:
+        dt.date.fromisoformat(config.quality.plausible_time.earliest)
+    except ValueError as err:
+        raise fail("quality.plausible_time.earliest", "expected a date YYYY-MM-DD") from err
+    if config.quality.plausible_time.max_days_after_delivery < 0:
+        raise fail("quality.plausible_time.max_days_after_delivery", "must not be negative")
     if not 2 <= config.segments.score_buckets <= 10:
         raise fail("segments.score_buckets", "expected between 2 and 10 buckets")
     if config.maintenance.vacuum_retention_hours < 0:

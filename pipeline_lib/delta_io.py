@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from delta.tables import DeltaTable
 from py4j.java_gateway import JavaObject
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructField, StructType
 
 from pipeline_lib.faults import crash_point
 
@@ -29,6 +31,32 @@ _NAME = re.compile(r"[a-z][a-z0-9_]*")  # used with fullmatch: `$` would accept 
 # run; Delta's default checkpoint every 10 commits then costs 4-13 s each (one-row appends:
 # ~1 s a commit). A checkpoint every 100 commits keeps a snapshot's replay short all the same.
 OPS_TABLE_PROPERTIES = {"delta.checkpointInterval": "100"}
+
+
+@dataclass(frozen=True)
+class MergeCounts:
+    """Rows a write changed, as Delta counted them in that very commit."""
+
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    source_rows: int = 0  # rows of the source the write compared or wrote
+
+    @property
+    def written(self) -> int:
+        return self.inserted + self.updated + self.deleted
+
+    @classmethod
+    def of_merge(cls, metrics: DataFrame, *, source_rows: int) -> MergeCounts:
+        """From the one-row DataFrame ``DeltaMergeBuilder.execute()`` returns."""
+        row = metrics.first()
+        values = row.asDict() if row is not None else {}
+        return cls(
+            inserted=int(values.get("num_inserted_rows") or 0),
+            updated=int(values.get("num_updated_rows") or 0),
+            deleted=int(values.get("num_deleted_rows") or 0),
+            source_rows=source_rows,
+        )
 
 
 class DeltaIOError(RuntimeError):
@@ -118,9 +146,15 @@ def latest_commit(spark: SparkSession, path: str) -> Commit | None:
     builds and plans a DataFrame around it.
     """
     version = table_version(spark, path)
-    if version is None:
-        return None
+    return None if version is None else read_commit(spark, path, version)
+
+
+def read_commit(spark: SparkSession, path: str, version: int) -> Commit | None:
+    """The ``commitInfo`` of one version of the table (None when its file is gone: a log
+    cleaned up after a checkpoint)."""
     commit, fs = hadoop_file_system(spark, f"{path.rstrip('/')}/_delta_log/{version:020d}.json")
+    if not fs.exists(commit):
+        return None
     jvm = spark.sparkContext._jvm
     stream = fs.open(commit)
     try:
@@ -132,6 +166,43 @@ def latest_commit(spark: SparkSession, path: str) -> Commit | None:
     finally:
         stream.close()
     return Commit(version, {})
+
+
+def recent_commits(spark: SparkSession, path: str, *, limit: int) -> Iterator[Commit]:
+    """The table's commits, newest first, at most ``limit`` of them (fewer when the log was
+    cleaned up); nothing when there is no table."""
+    latest = table_version(spark, path)
+    if latest is None:
+        return
+    for version in range(latest, max(latest - limit, -1), -1):
+        commit = read_commit(spark, path, version)
+        if commit is None:
+            return
+        yield commit
+
+
+@contextmanager
+def commit_metadata(spark: SparkSession, user_metadata: str | None) -> Iterator[None]:
+    """Every Delta commit of the block carries ``user_metadata`` (``commitInfo.userMetadata``).
+
+    For the operations without a writer option (MERGE): Delta reads the session setting
+    ``spark.databricks.delta.commitInfo.userMetadata``; it is restored after the block.
+    """
+    if user_metadata is None:
+        yield
+        return
+    previous = spark.conf.get(_USER_METADATA, None)
+    spark.conf.set(_USER_METADATA, user_metadata)
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(_USER_METADATA)
+        else:
+            spark.conf.set(_USER_METADATA, previous)
+
+
+_USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 
 
 def latest_user_metadata(spark: SparkSession, path: str) -> str | None:
@@ -167,6 +238,48 @@ def assert_unique_keys(df: DataFrame, keys: Sequence[str], *, what: str) -> None
     if duplicates:
         examples = ", ".join(str(key) for key in duplicates)
         raise DuplicateKeyError(f"{what}: key {list(keys)} repeats in the source, e.g. {examples}")
+
+
+def add_missing_columns(spark: SparkSession, path: str, fields: Sequence[StructField]) -> list[str]:
+    """Add to the table at ``path`` the ``fields`` it lacks (nullable; metadata only).
+
+    For a table created before a column was added to its contract (a MERGE cannot insert
+    into a column the table lacks). Nothing happens when there is no table yet.
+
+    Returns:
+        The names added.
+    """
+    if not table_exists(spark, path):
+        return []
+    present = set(read_table(spark, path).columns)
+    missing = [f for f in fields if f.name not in present]
+    if missing:
+        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+        spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
+    return [f.name for f in missing]
+
+
+def create_empty_table(
+    spark: SparkSession,
+    path: str,
+    schema: StructType,
+    *,
+    partition_by: Sequence[str] = (),
+    properties: dict[str, str] | None = None,
+) -> bool:
+    """Create the table at ``path`` with ``schema`` and no rows, unless a table is there.
+
+    For a source that has never delivered: its tables are empty, not missing, so the jobs
+    that read them run.
+
+    Returns:
+        True when the table was created.
+    """
+    if table_exists(spark, path):
+        return False
+    empty = spark.createDataFrame([], schema)
+    write_table(empty, path, mode="overwrite", partition_by=partition_by, properties=properties)
+    return True
 
 
 def write_table(
@@ -213,6 +326,7 @@ def upsert(
     partition_by: Sequence[str] = (),
     properties: dict[str, str] | None = None,
     update_condition: str | None = None,
+    user_metadata: str | None = None,
 ) -> None:
     """MERGE ``source`` into the table at ``path`` by ``keys``: update matches, insert the rest.
 
@@ -223,6 +337,7 @@ def upsert(
         keys: The merge key; it must be unique in ``source`` (checked first).
         update_condition: Extra SQL condition on ``t`` (target) and ``s`` (source) for
             updating a match, e.g. ``"s.updated_at > t.updated_at"``.
+        user_metadata: Kept in the commit's ``commitInfo.userMetadata``.
 
     Raises:
         MissingColumnsError: A key column is missing from ``source``.
@@ -232,20 +347,28 @@ def upsert(
     assert_unique_keys(source, keys, what=f"upsert into {path}")
     spark = source.sparkSession
     if not table_exists(spark, path):
-        write_table(source, path, mode="overwrite", partition_by=partition_by, properties=properties)
+        write_table(
+            source,
+            path,
+            mode="overwrite",
+            partition_by=partition_by,
+            properties=properties,
+            user_metadata=user_metadata,
+        )
         return
     on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
     changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in source.columns if c not in keys)
     condition = " AND ".join(f"({c})" for c in (update_condition, changed) if c)
     crash_point("delta.before_commit", table=path)
-    (
-        DeltaTable.forPath(spark, path)
-        .alias("t")
-        .merge(source.alias("s"), on)
-        .whenMatchedUpdateAll(condition=condition or None)
-        .whenNotMatchedInsertAll()
-        .execute()
-    )
+    with commit_metadata(spark, user_metadata):
+        (
+            DeltaTable.forPath(spark, path)
+            .alias("t")
+            .merge(source.alias("s"), on)
+            .whenMatchedUpdateAll(condition=condition or None)
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
     crash_point("delta.after_commit", table=path)
 
 
@@ -304,7 +427,8 @@ def replace_groups(
     row_keys: Sequence[str],
     scope: DataFrame | None = None,
     properties: dict[str, str] | None = None,
-) -> bool:
+    user_metadata: str | None = None,
+) -> MergeCounts | None:
     """Make the table's rows of every affected group exactly ``source``'s rows, in one MERGE.
 
     A group is a value of the columns of ``scope`` (default: the first row key's values in
@@ -317,9 +441,11 @@ def replace_groups(
         row_keys: Unique key of a row; checked in ``source`` before the MERGE.
         scope: The affected groups (distinct values of a key prefix); a group in scope with
             no rows in ``source`` loses all its rows.
+        user_metadata: Kept in the commit's ``commitInfo.userMetadata``.
 
     Returns:
-        False when there was nothing to merge (no table change), True otherwise.
+        None when there was nothing to merge (no commit), else the rows the commit inserted,
+        updated and deleted (Delta's own counts of that MERGE, or the rows of a new table).
 
     Raises:
         DuplicateKeyError: A row key repeats in ``source``.
@@ -328,8 +454,10 @@ def replace_groups(
     require_columns(source, row_keys, what=f"replace groups in {path}")
     assert_unique_keys(source, row_keys, what=f"replace groups in {path}")
     if not table_exists(spark, path):
-        write_table(source, path, mode="overwrite", properties=properties)
-        return True
+        source = source.localCheckpoint()
+        write_table(source, path, mode="overwrite", properties=properties, user_metadata=user_metadata)
+        rows = source.count()
+        return MergeCounts(inserted=rows, source_rows=rows)
     scope = source.select(row_keys[0]).distinct() if scope is None else scope
     gone = (
         read_table(spark, path)
@@ -343,23 +471,25 @@ def replace_groups(
         .unionByName(gone.withColumn(_DELETE_FLAG, F.lit(True)), allowMissingColumns=True)
         .localCheckpoint()
     )
-    if staged.isEmpty():
-        return False
+    sizes = {bool(r[0]): int(r[1]) for r in staged.groupBy(_DELETE_FLAG).count().collect()}  # two rows
+    if not sizes:
+        return None
     on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in row_keys)
     changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in source.columns if c not in row_keys)
     values = {f"`{c}`": f"s.`{c}`" for c in source.columns}
     crash_point("delta.before_commit", table=path)
-    (
-        DeltaTable.forPath(spark, path)
-        .alias("t")
-        .merge(staged.alias("s"), on)
-        .whenMatchedDelete(condition=f"s.{_DELETE_FLAG}")
-        .whenMatchedUpdate(condition=f"NOT s.{_DELETE_FLAG} AND ({changed or 'false'})", set=values)
-        .whenNotMatchedInsert(condition=f"NOT s.{_DELETE_FLAG}", values=values)
-        .execute()
-    )
+    with commit_metadata(spark, user_metadata):
+        metrics = (
+            DeltaTable.forPath(spark, path)
+            .alias("t")
+            .merge(staged.alias("s"), on)
+            .whenMatchedDelete(condition=f"s.{_DELETE_FLAG}")
+            .whenMatchedUpdate(condition=f"NOT s.{_DELETE_FLAG} AND ({changed or 'false'})", set=values)
+            .whenNotMatchedInsert(condition=f"NOT s.{_DELETE_FLAG}", values=values)
+            .execute()
+        )
     crash_point("delta.after_commit", table=path)
-    return True
+    return MergeCounts.of_merge(metrics, source_rows=sizes.get(False, 0))
 
 
 _DELETE_FLAG = "_merge_delete"

@@ -27,11 +27,12 @@ The points (``<layer>.<table>`` names the Delta table, ``<job>`` is e.g. ``silve
 ``bronze.before_log.<source>``                 new files are in bronze, not yet in
                                                ``ops.ingested_files``
 ``bronze.after_log.<source>``                  the file log is written
-``watermark.before_save.<consumer>``           a silver job has written its table, the
-                                               watermark has not moved
-``watermark.after_save.<consumer>``            the watermark has moved
-``run_record.before.<job>``                    a job has finished its writes, no run record yet
-``run_record.after.<job>``                     the run record is written
+``watermark.before_save.<consumer>``           a job consumed new versions without writing its
+                                               table; the log row saying so is not appended yet
+``watermark.after_save.<consumer>``            the log row is appended
+``run_record.before.<job>``                    the run's jobs have finished; their run records
+                                               (this job's among them) are not appended yet
+``run_record.after.<job>``                     the run records are appended
 ============================================  ==============================================
 """
 

@@ -23,10 +23,11 @@ yields X from 1, Y from 9, X from 12. Observations inside a collapsed run other 
 first and last are not kept, so a late update that falls inside such a run splits it at
 the run's last observation rather than at the exact one (documented in docs/silver.md).
 
-A new version with the same key and ``valid_from`` as a recorded observation is a
-re-delivery: the recorded one stays (re-processing is idempotent; a correction needs a
-new ``updated_at``). Among new versions sharing key and ``valid_from`` the first by
-``prefer`` (then by content fingerprint) wins.
+Versions sharing key and ``valid_from`` (recorded or new) are one observation: the first by
+``prefer`` (the latest delivery), then by the SHA-256 of their content (:func:`version_content`)
+wins, whether it was recorded before or arrives now, so an incremental build keeps what a
+rebuild keeps. A re-delivery has the content of the recorded row: the recorded one stays, and
+re-processing is idempotent.
 """
 
 from __future__ import annotations
@@ -37,9 +38,17 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from pipeline_lib.delta_io import require_columns
-from pipeline_lib.transforms.common import row_fingerprint
+from pipeline_lib.schemas import DQ_FLAGS, INGEST_DATE
+from pipeline_lib.transforms.common import content_columns, row_fingerprint
 
-__all__ = ["FROM_INCOMING", "IS_CURRENT", "VALID_FROM", "VALID_TO", "build_scd2_history"]
+__all__ = [
+    "FROM_INCOMING",
+    "IS_CURRENT",
+    "VALID_FROM",
+    "VALID_TO",
+    "build_scd2_history",
+    "version_content",
+]
 
 VALID_FROM = "valid_from"
 VALID_TO = "valid_to"
@@ -47,6 +56,14 @@ IS_CURRENT = "is_current"
 OBSERVED_AT = "updated_at"
 # Marks the output rows that came from ``incoming`` (the new versions), for counting.
 FROM_INCOMING = "_from_incoming"
+
+
+def version_content(columns: Sequence[str]) -> list[str]:
+    """The columns of a version that say what it is: not lineage, rule flags, the last
+    observation time (``updated_at`` moves with later confirmations) or validity."""
+    return content_columns(
+        columns, exclude=(INGEST_DATE, DQ_FLAGS, OBSERVED_AT, VALID_TO, IS_CURRENT, FROM_INCOMING)
+    )
 
 
 def build_scd2_history(
@@ -69,8 +86,8 @@ def build_scd2_history(
         keys: The business key, e.g. ``["customer_id"]``.
         tracked: Attributes whose change opens a new version; others ride along with the
             version that opened it.
-        prefer: Order among new versions with the same key and ``valid_from`` (first
-            wins), e.g. ``[F.col("_ingest_date").desc(), F.col("_source_file").desc()]``.
+        prefer: Order among versions with the same key and ``valid_from`` (first wins),
+            e.g. ``[F.col("_ingest_date").desc()]``; then the content's SHA-256 decides.
 
     Returns:
         One row per version of each affected key: the columns of ``existing`` with
@@ -99,8 +116,9 @@ def build_scd2_history(
     new = incoming.select(*version_columns).withColumn(FROM_INCOMING, F.lit(True))
     observations = recorded.unionByName(confirmed).unionByName(new)
 
+    # Recorded last: of two rows with the same content (a re-delivery) the recorded one stays.
     same_start = Window.partitionBy(*keys, VALID_FROM).orderBy(
-        F.col(FROM_INCOMING).asc(), *prefer, row_fingerprint(version_columns).desc()
+        *prefer, row_fingerprint(version_content(version_columns)).desc(), F.col(FROM_INCOMING).asc()
     )
     distinct_starts = (
         observations.withColumn("__pick", F.row_number().over(same_start))

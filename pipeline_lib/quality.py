@@ -17,12 +17,18 @@ Rule kinds:
 
 - ``row``: ``expr`` is a Spark SQL boolean, true when the row passes. A false result
   fails; a null result fails too, unless ``null_passes``.
-- ``unique``: ``columns`` must not repeat *within one delivery* (``delivery_col``; across
-  the whole input when the frame has no such column). In each group of rows sharing a
-  key, the first row by a deterministic order (the SHA-256 of the row's content) passes
-  and every other row fails, so exactly one row of a repeated key survives the rule and
-  the result does not depend on partitioning. Rows whose key holds a null pass (a
+- ``unique``: ``columns`` must not repeat *within one delivery* (``delivery_col``, the
+  delivery folder's ``_ingest_date``; across the whole input when the frame has no such
+  column). In each group of rows sharing a key, the first row by a deterministic order (the
+  SHA-256 of the row's content, lineage that differs per run or file excluded) passes and
+  every other row fails, so exactly one row of a repeated key survives the rule and the
+  result depends neither on partitioning, nor on the run, nor on how a delivery is split
+  into files. Rows whose key holds a null pass (a
   ``row`` rule decides about nulls).
+- ``time_window``: each of ``columns`` (a timestamp, taken as its UTC date, or a date) lies
+  in the plausible window: not before ``earliest`` and not more than
+  ``max_days_after_delivery`` days after the row's delivery date (``delivery_col``). A null
+  passes (a ``row`` rule decides whether the value is required).
 - ``reference``: the values of ``columns`` must exist in ``references[ref_table]`` under
   ``ref_columns`` (a left anti-join in effect). A key with a null fails unless
   ``null_passes`` (a guest order's null ``customer_id`` is fine when ``null_passes``).
@@ -30,20 +36,23 @@ Rule kinds:
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipeline_lib.config import QualityRule
+from pipeline_lib.config import PlausibleTime, QualityRule
 from pipeline_lib.frames import local_frame
-from pipeline_lib.schemas import DQ_FLAGS, FAILED_RULES
+from pipeline_lib.schemas import DQ_FLAGS, FAILED_RULES, INGEST_DATE
+from pipeline_lib.transforms.common import RUN_LINEAGE, content_columns, row_fingerprint
 
 __all__ = [
     "METRICS_SCHEMA",
     "QualityThresholdError",
     "enforce_thresholds",
+    "outside_plausible_time",
     "quality_metrics",
     "split_by_quality",
     "with_rule_results",
@@ -78,7 +87,8 @@ def with_rule_results(
     rules: Sequence[QualityRule],
     *,
     references: Mapping[str, DataFrame] | None = None,
-    delivery_col: str = "_source_file",
+    delivery_col: str = INGEST_DATE,
+    plausible_time: PlausibleTime | None = None,
 ) -> DataFrame:
     """Evaluate ``rules`` on every row and list the rules each row failed.
 
@@ -87,7 +97,9 @@ def with_rule_results(
             the raw bronze values, e.g. in a ``_bronze`` struct, for cast checks).
         rules: The table's rules, in declaration order (the order of names in the arrays).
         references: Reference frames by ``ref_table`` name, for ``reference`` rules.
-        delivery_col: The column naming a row's delivery (the scope of ``unique`` rules).
+        delivery_col: The column naming a row's delivery (the scope of ``unique`` rules): the
+            delivery folder's date, not its file, so a delivery split into files is one scope.
+        plausible_time: The window of ``time_window`` rules (``quality.plausible_time``).
 
     Returns:
         ``rows`` with ``_failed_rules`` (names of failed ``quarantine``/``fail`` rules) and
@@ -103,7 +115,7 @@ def with_rule_results(
         raise ValueError(f"rule names must be unique, got {names}")
     references = references or {}
     checked = rows.drop(FAILED_RULES, DQ_FLAGS)
-    content = [c for c in checked.columns]
+    content = _content(checked)
     helper_columns: list[str] = []
     failures: list[tuple[QualityRule, Column]] = []
     for index, rule in enumerate(rules):
@@ -118,6 +130,12 @@ def with_rule_results(
             checked = _with_unique_rank(checked, rule, rank, content, delivery_col)
             helper_columns.append(rank)
             failures.append((rule, F.col(rank) > 1))
+        elif rule.kind == "time_window":
+            if plausible_time is None:
+                raise ValueError(f"time_window rule {rule.name!r} needs plausible_time")
+            failures.append(
+                (rule, outside_plausible_time(checked, rule.columns, plausible_time, delivery_col))
+            )
         elif rule.kind == "reference":
             hit = _REF_HIT.format(index=index)
             checked = _with_reference_hit(checked, rule, hit, references)
@@ -214,8 +232,13 @@ def quality_metrics(
     )
 
 
-def enforce_thresholds(metrics: DataFrame, rules: Sequence[QualityRule], *, default_threshold: float) -> None:
+def enforce_thresholds(
+    metrics: DataFrame, rules: Sequence[QualityRule], *, default_threshold: float, min_rows: int = 1
+) -> None:
     """Raise when a ``fail`` rule's bad share in any delivery exceeds its threshold.
+
+    A share is judged only over ``min_rows`` rows or more: two broken rows of a three-row file
+    say nothing of the feed (they are quarantined, the good row goes on).
 
     Collects the metrics of ``fail`` rules only (bounded: deliveries x rules).
 
@@ -224,6 +247,7 @@ def enforce_thresholds(metrics: DataFrame, rules: Sequence[QualityRule], *, defa
         rules: The rules; a ``fail`` rule's ``threshold`` (share in [0, 1]) wins over
             ``default_threshold``.
         default_threshold: ``quality.fail_threshold``.
+        min_rows: ``quality.threshold_min_rows``: deliveries with fewer rows are not judged.
 
     Raises:
         QualityThresholdError: Naming every breach: rule, delivery file, share and threshold.
@@ -236,7 +260,7 @@ def enforce_thresholds(metrics: DataFrame, rules: Sequence[QualityRule], *, defa
     if not thresholds:
         return
     rows = (
-        metrics.where(F.col("rule").isin(list(thresholds)) & (F.col("rows_checked") > 0))
+        metrics.where(F.col("rule").isin(list(thresholds)) & (F.col("rows_checked") >= max(min_rows, 1)))
         .select("table", "delivery", "rule", "rows_checked", "rows_failed")
         .collect()
     )
@@ -260,6 +284,30 @@ def _names_array(names: list[Column]) -> Column:
     return F.array_compact(F.array(*names))
 
 
+def outside_plausible_time(
+    rows: DataFrame, columns: Sequence[str], window: PlausibleTime, delivery_col: str = INGEST_DATE
+) -> Column:
+    """True when one of ``columns`` (a timestamp's UTC date, or a date) is before the window's
+    ``earliest`` or more than ``max_days_after_delivery`` days after the row's delivery date;
+    false for nulls. The test of ``time_window`` rules."""
+    earliest = F.lit(dt.date.fromisoformat(window.earliest))
+    latest = (
+        F.date_add(F.col(delivery_col), window.max_days_after_delivery)
+        if delivery_col in rows.columns
+        else F.lit(None).cast(T.DateType())
+    )
+    outside = F.lit(False)
+    for name in columns:
+        value = F.col(name)
+        day = (
+            value
+            if isinstance(rows.schema[name].dataType, T.DateType)
+            else F.date_from_unix_date(F.floor(F.unix_seconds(value) / 86400).cast("int"))
+        )
+        outside = outside | F.coalesce((day < earliest) | (day > latest), day < earliest, F.lit(False))
+    return outside
+
+
 def _any_null(columns: Sequence[str]) -> Column:
     condition = F.lit(False)
     for column in columns:
@@ -267,15 +315,25 @@ def _any_null(columns: Sequence[str]) -> Column:
     return condition
 
 
-def _row_fingerprint(columns: Sequence[str]) -> Column:
-    return F.sha2(F.to_json(F.struct(*[F.col(c) for c in columns])), 256)
+def _content(rows: DataFrame) -> list[Column]:
+    """The row's content for a tie-break: every column but lineage that differs per run or file,
+    also inside the delivered-row struct (``_bronze``)."""
+    columns = []
+    for name in content_columns(rows.columns):
+        column = F.col(name)
+        data_type = rows.schema[name].dataType
+        if isinstance(data_type, T.StructType):
+            dropped = [f for f in RUN_LINEAGE if f in data_type.fieldNames()]
+            column = column.dropFields(*dropped) if dropped else column
+        columns.append(column.alias(name))
+    return columns
 
 
 def _with_unique_rank(
-    rows: DataFrame, rule: QualityRule, rank: str, content: Sequence[str], delivery_col: str
+    rows: DataFrame, rule: QualityRule, rank: str, content: Sequence[Column], delivery_col: str
 ) -> DataFrame:
     scope = [delivery_col] if delivery_col in rows.columns and delivery_col not in rule.columns else []
-    window = Window.partitionBy(*scope, *rule.columns).orderBy(_row_fingerprint(content))
+    window = Window.partitionBy(*scope, *rule.columns).orderBy(row_fingerprint(content))
     return rows.withColumn(
         rank, F.when(_any_null(rule.columns), F.lit(1)).otherwise(F.row_number().over(window))
     )

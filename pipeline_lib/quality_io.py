@@ -3,11 +3,15 @@
 Kept apart from :mod:`pipeline_lib.quality`, which is pure. Both writes are for jobs.
 
 - ``<lake>/quarantine/<silver table>``: the bronze row as delivered (every string column
-  and the lineage columns), ``_failed_rules``, ``_quarantined_at``, ``_quarantine_run_id``
-  and ``_row_key``. ``_row_key`` identifies the bronze row: the SHA-256 of its delivered
-  content and source file, plus its occurrence number among identical rows of that file.
-  The write is an insert-only MERGE on ``(_source_file, _row_key)``, so a re-processed
-  bronze row (a re-run after a crash, or a full refresh) is never quarantined twice.
+  and the lineage columns), ``_failed_rules``, ``_quarantined_at``, ``_quarantine_run_id``,
+  ``_row_key``, and ``_resolved_at``/``_resolved_by`` (null while the row is open).
+  ``_row_key`` identifies the bronze row: the SHA-256 of its delivered content and source
+  file, plus its occurrence number among identical rows of that file. The write is an
+  insert-only MERGE on ``(_source_file, _row_key)``, so a re-processed bronze row (a re-run
+  after a crash, or a full refresh) is never quarantined twice. A row that later passes (a
+  line retried once its order arrived, a row a full refresh admits under changed rules) is
+  marked resolved by the run that admitted it (:func:`resolve_quarantined`,
+  :func:`resolve_all_but`): the quarantine's open rows and silver never hold the same row.
 - ``<lake>/ops/quality_metrics``: one row per table, delivery and rule, the latest
   measurement (a MERGE on those keys), so a delivery checked again — a job retried after a
   Delta conflict, a re-run after a crash, a full refresh — replaces its measures instead of
@@ -18,11 +22,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pyspark.sql import Column, DataFrame, Window
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipeline_lib.delta_io import OPS_TABLE_PROPERTIES, append_new, require_columns, table_path, upsert
+from pipeline_lib.delta_io import (
+    OPS_TABLE_PROPERTIES,
+    MergeCounts,
+    add_missing_columns,
+    append_new,
+    read_table,
+    require_columns,
+    table_exists,
+    table_path,
+    upsert,
+)
+from pipeline_lib.faults import crash_point
 from pipeline_lib.frames import local_frame
 from pipeline_lib.quality import METRICS_SCHEMA
 from pipeline_lib.schemas import (
@@ -40,11 +56,18 @@ __all__ = [
     "BRONZE_RECORD",
     "METRICS_TABLE",
     "METRIC_KEYS",
+    "QUARANTINE_KEYS",
+    "RESOLVED_AT",
+    "RESOLVED_BY",
     "ROW_KEY",
     "bronze_record",
     "bronze_record_of_failures_only",
     "measured_once",
+    "open_quarantine",
     "quarantine_rows",
+    "resolve_all_but",
+    "resolve_quarantined",
+    "with_row_key",
     "write_quality_metrics",
     "write_quarantine",
 ]
@@ -56,6 +79,13 @@ METRIC_KEYS = ("table", "delivery", "rule")
 BRONZE_RECORD = "_bronze"
 ROW_KEY = "_row_key"
 QUARANTINE_RUN_ID = "_quarantine_run_id"
+RESOLVED_AT = "_resolved_at"  # when a later run admitted the row (null: still quarantined)
+RESOLVED_BY = "_resolved_by"  # that run's id
+QUARANTINE_KEYS = (SOURCE_FILE, ROW_KEY)
+RESOLUTION_FIELDS = (
+    T.StructField(RESOLVED_AT, T.TimestampType(), True),
+    T.StructField(RESOLVED_BY, T.StringType(), True),
+)
 # Lineage that changes when the same delivered row is ingested again; not part of its key.
 _NOT_CONTENT = (INGESTED_AT, RUN_ID, INGEST_DATE)
 
@@ -71,15 +101,34 @@ def quarantine_rows(quarantined: DataFrame, *, run_id: str) -> DataFrame:
 
     Returns:
         One row per quarantined bronze row: the bronze columns, ``_failed_rules``,
-        ``_quarantined_at``, ``_quarantine_run_id`` and ``_row_key``.
+        ``_quarantined_at``, ``_quarantine_run_id``, ``_row_key``, ``_resolved_at`` and
+        ``_resolved_by`` (both null).
     """
     require_columns(quarantined, [FAILED_RULES, SOURCE_FILE], what="quarantine")
-    if BRONZE_RECORD in quarantined.columns:
-        rows = quarantined.select(f"{BRONZE_RECORD}.*", FAILED_RULES)
+    rows = with_row_key(quarantined)
+    bronze_columns = [c for c in rows.columns if c not in (FAILED_RULES, ROW_KEY)]
+    return rows.select(
+        *bronze_columns,
+        F.col(FAILED_RULES).cast(T.ArrayType(T.StringType(), False)).alias(FAILED_RULES),
+        F.current_timestamp().alias(QUARANTINED_AT),
+        F.lit(run_id).alias(QUARANTINE_RUN_ID),
+        ROW_KEY,
+        *[F.lit(None).cast(f.dataType).alias(f.name) for f in RESOLUTION_FIELDS],
+    )
+
+
+def with_row_key(checked: DataFrame) -> DataFrame:
+    """The delivered row of each checked row (from ``_bronze`` when present) with its ``_row_key``.
+
+    The key a quarantined row has, computed the same way for any checked row, so a row that
+    passes later can find its quarantine row. Keeps ``_failed_rules`` when present.
+    """
+    failed = [FAILED_RULES] if FAILED_RULES in checked.columns else []
+    if BRONZE_RECORD in checked.columns:
+        rows = checked.select(f"{BRONZE_RECORD}.*", *failed)
     else:
-        rows = quarantined.drop(DQ_FLAGS)
-    bronze_columns = [c for c in rows.columns if c != FAILED_RULES]
-    content = [c for c in bronze_columns if c not in _NOT_CONTENT]
+        rows = checked.drop(DQ_FLAGS)
+    content = [c for c in rows.columns if c not in (*_NOT_CONTENT, FAILED_RULES)]
     fingerprint = F.sha2(F.to_json(F.struct(*[F.col(c) for c in content])), 256)
     occurrence = F.row_number().over(
         Window.partitionBy(SOURCE_FILE, "__fingerprint").orderBy("__fingerprint")
@@ -87,13 +136,7 @@ def quarantine_rows(quarantined: DataFrame, *, run_id: str) -> DataFrame:
     return (
         rows.withColumn("__fingerprint", fingerprint)
         .withColumn(ROW_KEY, F.concat_ws("#", F.col("__fingerprint"), occurrence.cast("string")))
-        .select(
-            *bronze_columns,
-            F.col(FAILED_RULES).cast(T.ArrayType(T.StringType(), False)).alias(FAILED_RULES),
-            F.current_timestamp().alias(QUARANTINED_AT),
-            F.lit(run_id).alias(QUARANTINE_RUN_ID),
-            ROW_KEY,
-        )
+        .drop("__fingerprint")
     )
 
 
@@ -112,8 +155,63 @@ def write_quarantine(quarantined: DataFrame, lake: str, table: str, *, run_id: s
     path = table_path(lake, "quarantine", table)
     if quarantined.isEmpty():
         return path
-    append_new(quarantine_rows(quarantined, run_id=run_id), path, keys=[SOURCE_FILE, ROW_KEY])
+    rows = quarantine_rows(quarantined, run_id=run_id)
+    add_missing_columns(rows.sparkSession, path, RESOLUTION_FIELDS)  # a quarantine from before them
+    append_new(rows, path, keys=list(QUARANTINE_KEYS))
     return path
+
+
+def open_quarantine(spark: SparkSession, lake: str, table: str) -> DataFrame | None:
+    """The rows of ``<lake>/quarantine/<table>`` still quarantined (not resolved); None: no table."""
+    path = table_path(lake, "quarantine", table)
+    if not table_exists(spark, path):
+        return None
+    rows = read_table(spark, path)
+    return rows.where(F.col(RESOLVED_AT).isNull()) if RESOLVED_AT in rows.columns else rows
+
+
+def resolve_quarantined(admitted: DataFrame, lake: str, table: str, *, run_id: str) -> int:
+    """Mark the open quarantine rows of ``admitted`` (checked rows that passed) as resolved.
+
+    Returns:
+        The quarantine rows marked (Delta's count of that MERGE).
+    """
+    keys = with_row_key(admitted).select(*QUARANTINE_KEYS).distinct()
+    return _resolve(keys, lake, table, run_id=run_id, matched=True)
+
+
+def resolve_all_but(still_failing: DataFrame, lake: str, table: str, *, run_id: str) -> int:
+    """After a full refresh: mark every open quarantine row resolved but ``still_failing``'s.
+
+    A full refresh checks every bronze row again: a quarantined row that no longer fails (the
+    rules changed, its order arrived) is in silver now, or superseded there.
+
+    Returns:
+        The quarantine rows marked.
+    """
+    keys = with_row_key(still_failing).select(*QUARANTINE_KEYS).distinct()
+    return _resolve(keys, lake, table, run_id=run_id, matched=False)
+
+
+def _resolve(keys: DataFrame, lake: str, table: str, *, run_id: str, matched: bool) -> int:
+    spark = keys.sparkSession
+    path = table_path(lake, "quarantine", table)
+    if not table_exists(spark, path):
+        return 0
+    add_missing_columns(spark, path, RESOLUTION_FIELDS)
+    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in QUARANTINE_KEYS)
+    mark = {RESOLVED_AT: "current_timestamp()", RESOLVED_BY: f"'{run_id}'"}
+    merge = DeltaTable.forPath(spark, path).alias("t").merge(keys.alias("s"), on)
+    still_open = f"t.{RESOLVED_AT} IS NULL"
+    merge = (
+        merge.whenMatchedUpdate(condition=still_open, set=mark)
+        if matched
+        else merge.whenNotMatchedBySourceUpdate(condition=still_open, set=mark)
+    )
+    crash_point("delta.before_commit", table=path)
+    counts = MergeCounts.of_merge(merge.execute(), source_rows=0)
+    crash_point("delta.after_commit", table=path)
+    return counts.updated
 
 
 def measured_once(metrics: DataFrame) -> DataFrame:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,9 +55,29 @@ class RunRecord:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
-def record_run(spark: SparkSession, lake: str, record: RunRecord) -> None:
-    """Append one run record to ``<lake>/ops/pipeline_runs``."""
-    row = (
+def record_runs(spark: SparkSession, lake: str, records: Sequence[RunRecord]) -> None:
+    """Append run records to ``<lake>/ops/pipeline_runs`` in one commit (nothing when empty).
+
+    The runner records a whole run at its end: one bookkeeping commit per run instead of
+    one per job. A run killed before it leaves no records; the data its jobs committed
+    carries what they consumed, so nothing is read twice (docs/engine.md).
+    """
+    if not records:
+        return
+    rows = [_row(record) for record in records]
+    for record in records:
+        crash_point(f"run_record.before.{record.job}")
+    write_table(
+        local_frame(spark, rows, RUN_RECORD_SCHEMA),
+        table_path(lake, "ops", RUNS_TABLE),
+        properties=OPS_TABLE_PROPERTIES,
+    )
+    for record in records:
+        crash_point(f"run_record.after.{record.job}")
+
+
+def _row(record: RunRecord) -> tuple[Any, ...]:
+    return (
         record.run_id,
         record.job,
         record.layer,
@@ -73,13 +93,6 @@ def record_run(spark: SparkSession, lake: str, record: RunRecord) -> None:
         record.error,
         json.dumps(dict(record.details), sort_keys=True, default=str),
     )
-    crash_point(f"run_record.before.{record.job}")
-    write_table(
-        local_frame(spark, [row], RUN_RECORD_SCHEMA),
-        table_path(lake, "ops", RUNS_TABLE),
-        properties=OPS_TABLE_PROPERTIES,
-    )
-    crash_point(f"run_record.after.{record.job}")
 
 
 def _aware_utc(moment: dt.datetime) -> dt.datetime:

@@ -1,6 +1,6 @@
 """Schema contracts of the landing zone and of the bronze tables.
 
-The landing contract (``../shared/CONTRACTS.md``) lists the fields of each source. Bronze
+The landing contract (``docs/contracts.md``) lists the fields of each source. Bronze
 keeps every field *as delivered*: all contract fields are read as strings (a nested JSON
 object or array keeps its JSON text), so a mistyped value is never lost before silver
 decides what to do with it. Each bronze row also carries lineage columns.
@@ -138,7 +138,9 @@ LANDING_SOURCES: dict[str, LandingSource] = {
 # keeps the lineage of the bronze row it came from (_source_file, _ingest_date, _run_id)
 # and the names of the 'flag' quality rules the row failed (_dq_flags, empty if none).
 # ---------------------------------------------------------------------------------------
-MONEY = T.DecimalType(18, 2)
+# Money as delivered: 16 integer digits and 4 decimals, never rounded in silver (a value with
+# more decimals does not parse); gold rounds only for display.
+MONEY = T.DecimalType(20, 4)
 BASE_MONEY = T.DecimalType(22, 6)  # converted amounts keep precision; round only for display
 RATE = T.DecimalType(18, 8)
 DQ_FLAGS = "_dq_flags"

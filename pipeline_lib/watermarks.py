@@ -1,10 +1,18 @@
 """Incremental reads: which Delta version of an upstream table a job has processed.
 
-Each consumer (a silver or gold job) records, per upstream table, the last version it
-merged, in ``<lake>/ops/watermarks``. The next run reads only the change data feed of the
-versions after it. The record is written *after* the job's own writes: a crash between
-the two makes the next run re-read those versions, which the jobs' key-based MERGEs
-absorb (re-processing is idempotent), so nothing is skipped and nothing doubles.
+Each consumer (a silver or gold job, named ``<layer>.<table>`` after the table it writes)
+records, per upstream table, the last version it processed. The next run reads only the
+change data feed of the versions after it.
+
+**The record travels with the data.** A job that writes its table puts what it consumed
+in that very commit (``commitInfo.userMetadata``, :func:`consumed_metadata`): the rows and
+the versions they came from are committed atomically, and no second commit is needed. A
+job that consumed new versions but changed nothing (every new row a duplicate, say), and
+the erasure when it moves consumers past its own commits, append a row to the log
+``<lake>/ops/watermarks`` instead. A consumer's watermark on a source is the newest of the
+two (:func:`processed_versions`: the commit's time against the log row's). A crash after a
+job's data commit loses nothing; a crash before it (or before a log append) makes the next
+run read those versions again, which the jobs' key-based writes absorb.
 
 The table is an append-only log: a save appends one row per source moved, and a
 consumer's watermark on a source is its latest row (:func:`current_watermarks`: the
@@ -20,6 +28,7 @@ and with the pipeline's settings Delta's auto-compaction already does after most
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
@@ -29,7 +38,9 @@ from pyspark.sql import types as T
 
 from pipeline_lib.delta_io import (
     OPS_TABLE_PROPERTIES,
+    latest_commit,
     read_table,
+    recent_commits,
     table_exists,
     table_path,
     table_version,
@@ -39,6 +50,10 @@ from pipeline_lib.faults import crash_point
 from pipeline_lib.frames import local_frame
 
 WATERMARKS_TABLE = "watermarks"
+STATE_KEY = "ecom_consumed"  # in the userMetadata of a consumer's data commit
+COMMITS_SEARCHED = 20
+# The commits that carry a job's data (and so what it consumed); any other is maintenance.
+DATA_OPERATIONS = frozenset({"WRITE", "MERGE", "CREATE TABLE AS SELECT", "REPLACE TABLE AS SELECT"})
 CDF_PROPERTIES = {"delta.enableChangeDataFeed": "true"}
 
 _SCHEMA = T.StructType(
@@ -76,23 +91,91 @@ def read_watermarks(spark: SparkSession, lake: str) -> DataFrame | None:
     return read_table(spark, path).transform(current_watermarks)
 
 
+def consumed_metadata(consumer: str, versions: Mapping[str, int], run_id: str) -> str:
+    """The ``userMetadata`` a consumer's data commit carries: what it consumed, and its run."""
+    record = {"consumer": consumer, "sources": {s: int(v) for s, v in versions.items()}, "run_id": run_id}
+    return json.dumps({STATE_KEY: record}, sort_keys=True)
+
+
+def consumer_table(lake: str, consumer: str) -> str:
+    """The table a consumer writes: ``silver.orders`` -> ``<lake>/silver/orders``."""
+    layer, _, table = consumer.partition(".")
+    return table_path(lake, layer, table)
+
+
+def processed_versions(
+    spark: SparkSession, lake: str, consumer: str, sources: Sequence[str]
+) -> dict[str, int | None]:
+    """The last version of each source ``consumer`` processed (None if never): the newest of
+    the record in the consumer's latest data commit and the log's row."""
+    found: dict[str, tuple[int, int]] = {}  # source -> (version, epoch ms of the record)
+    log = table_path(lake, "ops", WATERMARKS_TABLE)
+    if table_exists(spark, log):
+        rows = (
+            read_table(spark, log)
+            .where((F.col("consumer") == consumer) & F.col("source").isin(*sources))
+            .transform(current_watermarks)
+            .select("source", "version", F.unix_millis("updated_at").alias("at"))
+            .collect()  # one row per source of this consumer
+        )
+        found = {r["source"]: (int(r["version"]), int(r["at"])) for r in rows}
+    committed = _committed_state(spark, lake, consumer)
+    if committed is not None:
+        versions, at = committed
+        for source, version in versions.items():
+            if source in sources and (source not in found or at >= found[source][1]):
+                found[source] = (version, at)
+    return {source: found[source][0] if source in found else None for source in sources}
+
+
 def last_processed_version(spark: SparkSession, lake: str, consumer: str, source: str) -> int | None:
     """The last version of ``source`` that ``consumer`` processed, or None if never."""
-    current = read_watermarks(spark, lake)
-    if current is None:
-        return None
-    mark = current.where((F.col("consumer") == consumer) & (F.col("source") == source))
-    row = mark.select("version").first()
-    return None if row is None else int(row[0])
+    return processed_versions(spark, lake, consumer, [source])[source]
 
 
-def save_processed_version(
-    spark: SparkSession, lake: str, consumer: str, source: str, version: int, run_id: str
-) -> None:
-    """Record that ``consumer`` has processed ``source`` up to ``version``."""
+def record_consumption(
+    spark: SparkSession, lake: str, consumer: str, versions: Mapping[str, int], run_id: str
+) -> bool:
+    """Make sure ``consumer``'s consumption of ``versions`` is recorded.
+
+    When the consumer's table's latest commit is this run's and carries it (the job wrote
+    its table with :func:`consumed_metadata`), it is; otherwise one row per source is
+    appended to the log.
+
+    Returns:
+        True when it travelled with the data commit, False when the log was written.
+    """
+    if not versions:
+        return True
+    latest = latest_commit(spark, consumer_table(lake, consumer))
+    if latest is not None and latest.info.get("userMetadata") == consumed_metadata(
+        consumer, versions, run_id
+    ):
+        return True
     crash_point(f"watermark.before_save.{consumer}")
-    save_processed_versions(spark, lake, consumer, {source: version}, run_id)
+    save_processed_versions(spark, lake, consumer, versions, run_id)
     crash_point(f"watermark.after_save.{consumer}")
+    return False
+
+
+def _committed_state(spark: SparkSession, lake: str, consumer: str) -> tuple[dict[str, int], int] | None:
+    """What the consumer's latest data commit that records it says it consumed, and when.
+
+    Looks at the last :data:`COMMITS_SEARCHED` commits of its table (others come between:
+    OPTIMIZE, an erasure); older records are in the log too, or the job re-reads.
+    """
+    for commit in recent_commits(spark, consumer_table(lake, consumer), limit=COMMITS_SEARCHED):
+        if commit.info.get("operation") not in DATA_OPERATIONS:
+            continue  # OPTIMIZE, VACUUM...: a session setting may have tagged it too, it read nothing
+        raw = commit.info.get("userMetadata")
+        try:
+            record = json.loads(raw)[STATE_KEY] if isinstance(raw, str) else None
+        except (ValueError, KeyError, TypeError):
+            record = None
+        if isinstance(record, dict) and record.get("consumer") == consumer:
+            sources = {str(k): int(v) for k, v in (record.get("sources") or {}).items()}
+            return sources, int(commit.info.get("timestamp") or 0)
+    return None
 
 
 def save_processed_versions(

@@ -29,7 +29,6 @@ TEST_SPARK_CONF = {
     "spark.databricks.delta.snapshotPartitions": "1",
     "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
     "spark.databricks.delta.optimizeWrite.enabled": "false",
-    "spark.databricks.delta.autoCompact.enabled": "false",
     "spark.sql.adaptive.enabled": "false",
     # Tiny queries: compiling whole-stage code costs more than it saves (reference lake build
     # measured at 173 s without it, 183-191 s with it).
@@ -150,11 +149,10 @@ def _shared_lock(root: Path) -> Iterator[None]:
 
 
 def _build_reference_lake(spark: SparkSession, config: PipelineConfig) -> None:
-    from jobs.framework import JobContext, new_run_id, run_job, select_jobs
+    from jobs.graph import select_jobs
+    from jobs.runner import run_jobs
 
-    ctx = JobContext(spark=spark, config=config, run_id=new_run_id())
-    for spec in select_jobs("all"):
-        run_job(spec, ctx)
+    run_jobs(spark, config, select_jobs("all"), [None])
 
 
 # The longest test modules, longest first (pytest --durations, 2026-11-25). `make test` runs

@@ -33,6 +33,11 @@ VOLATILE_COLUMNS: dict[str, str] = {
     "_ingested_at": "bronze lineage: the wall-clock time of ingestion",
     "_quarantined_at": "quarantine: the wall-clock time the row was quarantined",
     "_quarantine_run_id": "quarantine: the id of the run that quarantined the row",
+    "_resolved_by": "quarantine: the id of the run that admitted a quarantined row later",
+}
+# Columns compared for being set or not, not for their value, and why.
+SET_OR_NOT_COLUMNS: dict[str, str] = {
+    "_resolved_at": "quarantine: whether a later run admitted the row is content; when, the wall clock",
 }
 
 # The ops tables worth comparing, with their columns that differ between runs, and why.
@@ -95,6 +100,8 @@ def comparable(frame: DataFrame, *, exclude: Iterable[str] = ()) -> DataFrame:
 
 def _as_comparable(column: T.StructField) -> Column:
     value = F.col(f"`{column.name}`")
+    if column.name in SET_OR_NOT_COLUMNS:
+        return value.isNotNull()
     if isinstance(column.dataType, T.MapType):
         return F.to_json(F.map_from_entries(F.array_sort(F.map_entries(value))))
     if isinstance(column.dataType, (T.ArrayType, T.StructType)):
@@ -155,6 +162,8 @@ def compare_tables(
     """
     sides = (("left", left_path), ("right", right_path))
     missing = [side for side, path in sides if not table_exists(spark, path)]
+    if len(missing) == 2 and name.startswith("ops."):
+        return TableComparison(name)  # a bookkeeping table neither run needed (ops.watermarks)
     if missing:
         return TableComparison(name, problem=f"no Delta table on the {' and '.join(missing)} side")
     frames = []

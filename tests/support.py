@@ -20,13 +20,11 @@ REFERENCE_SEED = 11
 
 # Small settings for tiny data and two shared cores (ECOM__SECTION__KEY, docs/configuration.md),
 # the same as the in-process session's (tests/conftest.py TEST_SPARK_CONF): performance only.
-# Without them every small commit (a run record: 20 per run) would also rewrite the table's
-# small files (auto-compaction), and every tiny query would compile generated code.
+# Without them every tiny query would compile generated code and shuffle into 8 partitions.
 SMALL_SPARK_ENV = {
     "ECOM__SPARK__MASTER": "local[2]",
     "ECOM__SPARK__CONF__SPARK.SQL.SHUFFLE.PARTITIONS": "2",
     "ECOM__SPARK__CONF__SPARK.UI.ENABLED": "false",
-    "ECOM__SPARK__CONF__spark.databricks.delta.autoCompact.enabled": "false",
     "ECOM__SPARK__CONF__spark.databricks.delta.optimizeWrite.enabled": "false",
     "ECOM__SPARK__CONF__spark.databricks.delta.snapshotPartitions": "1",
     "ECOM__SPARK__CONF__spark.sql.codegen.wholeStage": "false",

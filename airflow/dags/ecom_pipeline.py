@@ -1,11 +1,17 @@
 """The daily run of the e-commerce lakehouse: one Airflow task per ``ecom-pipeline`` job.
 
-Bronze, then silver, then gold: every silver task waits for every bronze task and every
-gold task for every silver task (task groups ``bronze`` >> ``silver`` >> ``gold``), and the
-jobs that read a table of their own layer wait for its job too (``PipelineJob.after``).
-Each task runs, in the project's checkout::
+The tasks and their dependencies are the project's job graph (``jobs/graph.py``, read from
+the checkout holding this file; it imports nothing but the standard library): a task waits
+for the tasks of the jobs that write the tables it reads, and for nothing else, so a job
+whose source failed or is late does not hold the others up. Each task runs, in the
+project's checkout::
 
     ecom-pipeline run --layer <layer> --job <name> --as-of <YYYY-MM-DD>
+
+A job with nothing new since its last success is skipped by the pipeline itself before it
+starts Spark. A second DAG, ``ecom_maintenance``, compacts and vacuums the lake weekly
+(``ecom-pipeline maintain``, Sundays 04:00 UTC), so small files written by daily appends
+are compacted where it pays, not after every append.
 
 **The as-of date** is ``{{ data_interval_start | ds }}``: the calendar day the run's data
 interval covers. The schedule is a cron trigger at 02:00 UTC with a one-day interval, so
@@ -41,8 +47,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 from pathlib import Path
-from typing import NamedTuple
 
 import pendulum
 from airflow.providers.standard.operators.bash import BashOperator
@@ -50,48 +56,15 @@ from airflow.sdk import DAG, TaskGroup, Variable
 from airflow.timetables.trigger import CronTriggerTimetable
 
 DAG_ID = "ecom_pipeline"
-LAYERS = ("bronze", "silver", "gold")
+MAINTENANCE_DAG_ID = "ecom_maintenance"
+PROJECT = Path(__file__).resolve().parents[2]
 
+# The project's job graph, from the checkout holding this file (standard library only).
+sys.path.insert(0, str(PROJECT))
+from jobs.graph import JOB_GRAPH, JobSpec, upstream_jobs  # noqa: E402
 
-class PipelineJob(NamedTuple):
-    """One ``ecom-pipeline`` job and the jobs of its own layer whose tables it reads."""
-
-    layer: str
-    name: str
-    after: tuple[str, ...] = ()
-
-    @property
-    def qualified_name(self) -> str:
-        return f"{self.layer}.{self.name}"
-
-
-# The one list of jobs; tests/integration/test_airflow_dag.py checks it against the project's
-# registry (`ecom-pipeline jobs`). `after` lists the tables of the job's own layer that it reads
-# (see the jobs' code): silver orders take the fx rate of their date; silver order lines take
-# their order's rate and are checked against orders and products; the gold facts look up the
-# dimensions' surrogate keys. Every other job reads only the layer before.
-PIPELINE_JOBS: tuple[PipelineJob, ...] = (
-    PipelineJob("bronze", "orders"),
-    PipelineJob("bronze", "order_items"),
-    PipelineJob("bronze", "customers"),
-    PipelineJob("bronze", "clicks"),
-    PipelineJob("bronze", "catalogue"),
-    PipelineJob("bronze", "fx_rates"),
-    PipelineJob("silver", "fx_rates"),
-    PipelineJob("silver", "customers"),
-    PipelineJob("silver", "products"),
-    PipelineJob("silver", "orders", after=("fx_rates",)),
-    PipelineJob("silver", "order_items", after=("orders", "products")),
-    PipelineJob("silver", "clicks"),
-    PipelineJob("gold", "dim_date"),
-    PipelineJob("gold", "dim_customer"),
-    PipelineJob("gold", "dim_product"),
-    PipelineJob("gold", "fact_order_lines", after=("dim_customer", "dim_product")),
-    PipelineJob("gold", "fact_orders", after=("dim_customer",)),
-    PipelineJob("gold", "fact_sessions"),
-    PipelineJob("gold", "customer_segments"),
-    PipelineJob("gold", "product_popularity"),
-)
+sys.path.remove(str(PROJECT))
+LAYERS = tuple(dict.fromkeys(spec.layer for spec in JOB_GRAPH))
 
 AS_OF_TEMPLATE = "{{ data_interval_start | ds }}"
 SCHEDULE = CronTriggerTimetable("0 2 * * *", timezone="UTC", interval=dt.timedelta(days=1))
@@ -124,13 +97,13 @@ def ecom_setting(variable: str) -> str:
     if value:
         return str(value)
     if variable == "ecom_project_dir":
-        return str(Path(__file__).resolve().parents[2])
+        return str(PROJECT)
     if variable == "ecom_pipeline":
         return str(Path(ecom_setting("ecom_project_dir")) / ".venv" / "bin" / "ecom-pipeline")
     return ""
 
 
-def job_command(job: PipelineJob) -> str:
+def job_command(job: JobSpec) -> str:
     """The task's bash command (a Jinja template): run one job as of the interval's day."""
     return f'"$ECOM_PIPELINE" run --layer {job.layer} --job {job.name} --as-of {AS_OF_TEMPLATE}'
 
@@ -162,17 +135,35 @@ with DAG(
 ) as dag:
     groups = {layer: TaskGroup(group_id=layer) for layer in LAYERS}
     tasks: dict[str, BashOperator] = {}
-    for pipeline_job in PIPELINE_JOBS:
-        tasks[pipeline_job.qualified_name] = BashOperator(
-            task_id=pipeline_job.name,  # shown as <layer>.<name>, the job's qualified name
-            task_group=groups[pipeline_job.layer],
-            bash_command=job_command(pipeline_job),
+    for spec in JOB_GRAPH:
+        tasks[spec.qualified_name] = BashOperator(
+            task_id=spec.name,  # shown as <layer>.<name>, the job's qualified name
+            task_group=groups[spec.layer],
+            bash_command=job_command(spec),
             env=JOB_ENV,
             append_env=True,
             cwd="{{ ecom_setting('ecom_project_dir') }}",
+            doc_md=spec.description,
         )
-    for pipeline_job in PIPELINE_JOBS:
-        for name in pipeline_job.after:
-            tasks[f"{pipeline_job.layer}.{name}"] >> tasks[pipeline_job.qualified_name]
-    # Leaves of a group to the roots of the next: every job waits for the whole layer before.
-    groups["bronze"] >> groups["silver"] >> groups["gold"]
+    for spec in JOB_GRAPH:
+        for upstream in upstream_jobs(spec):
+            tasks[upstream] >> tasks[spec.qualified_name]
+
+with DAG(
+    dag_id=MAINTENANCE_DAG_ID,
+    description="Weekly lake maintenance: compact small files (OPTIMIZE) and VACUUM every table.",
+    schedule=CronTriggerTimetable("0 4 * * 0", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=30)},
+    user_defined_macros={"ecom_setting": ecom_setting},
+    tags=["ecom", "lakehouse"],
+) as maintenance_dag:
+    BashOperator(
+        task_id="maintain",
+        bash_command='"$ECOM_PIPELINE" maintain',
+        env=JOB_ENV,
+        append_env=True,
+        cwd="{{ ecom_setting('ecom_project_dir') }}",
+    )

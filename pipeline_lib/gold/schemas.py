@@ -1,4 +1,4 @@
-"""Schema contracts of the gold tables (``../shared/CONTRACTS.md``, "Gold tables").
+"""Schema contracts of the gold tables (``docs/contracts.md``, "Gold tables").
 
 Every gold transform ends in :func:`conform_to` with one of these ``StructType``s, so the
 columns, their order and their types are fixed here and nowhere else. The contract lists

@@ -1,21 +1,24 @@
 """Pure silver transformations (``DataFrame -> DataFrame``) and their column helpers.
 
-Modules: :mod:`.common` (column helpers: text, codes, timestamps, numbers; ``keep_latest``),
-:mod:`.fx` (rates and the as-of lookup), :mod:`.orders` (orders and lines),
-:mod:`.customers`, :mod:`.products`. Clickstream transforms live in their own module.
+Modules: :mod:`.common` (column helpers: text, codes, timestamps, numbers; the tie rule:
+``rank_versions``, ``keep_latest``), :mod:`.fx` (rates and the as-of lookup), :mod:`.orders`
+(orders and lines), :mod:`.customers`, :mod:`.products`. Clickstream transforms live in their own module.
 """
 
 from __future__ import annotations
 
 from pipeline_lib.transforms.common import (
     clean_string,
+    content_columns,
+    count_outcomes,
     keep_latest,
     lower_code,
     parse_boolean,
     parse_date,
     parse_decimal,
-    parse_int,
     parse_timestamp,
+    parse_whole_number,
+    rank_versions,
     row_fingerprint,
     upper_code,
     utc_date,
@@ -25,9 +28,11 @@ from pipeline_lib.transforms.fx import clean_fx_rates, dedupe_fx_rates, to_silve
 from pipeline_lib.transforms.orders import (
     clean_order_items,
     clean_orders,
-    dedupe_order_items,
-    dedupe_orders,
+    order_tie_break,
+    order_version_key,
     order_versions,
+    rank_order_items,
+    rank_orders,
     to_silver_order_items,
     to_silver_orders,
     with_line_amounts,
@@ -37,7 +42,7 @@ from pipeline_lib.transforms.orders import (
 )
 from pipeline_lib.transforms.products import (
     clean_products,
-    dedupe_products,
+    rank_products,
     to_silver_products,
     with_delisted_products,
 )
@@ -49,18 +54,23 @@ __all__ = [
     "clean_orders",
     "clean_products",
     "clean_string",
+    "content_columns",
+    "count_outcomes",
     "dedupe_fx_rates",
-    "dedupe_order_items",
-    "dedupe_orders",
-    "dedupe_products",
     "keep_latest",
     "lower_code",
+    "order_tie_break",
+    "order_version_key",
     "order_versions",
     "parse_boolean",
     "parse_date",
     "parse_decimal",
-    "parse_int",
     "parse_timestamp",
+    "parse_whole_number",
+    "rank_order_items",
+    "rank_orders",
+    "rank_products",
+    "rank_versions",
     "row_fingerprint",
     "to_silver_customers",
     "to_silver_fx_rates",

@@ -33,8 +33,17 @@ from pipeline_lib.schemas import (
     SILVER_SCHEMAS,
     SOURCE_FILE,
 )
+from pipeline_lib.transforms.common import (
+    KEPT,
+    VERSION_OUTCOME,
+    content_columns,
+    parse_decimal,
+    parse_whole_number,
+    rank_versions,
+)
 
 __all__ = [
+    "CLICK_CONTENT",
     "CLICK_MUTABLE_COLUMNS",
     "DEFAULT_CONTEXT_HOURS",
     "EVENT_TYPES",
@@ -46,6 +55,7 @@ __all__ = [
     "dedupe_clicks",
     "filter_unseen_clicks",
     "plan_click_changes",
+    "rank_clicks",
     "select_click_context",
     "sessionize_clicks",
     "stitch_customers",
@@ -84,6 +94,10 @@ _EVENT_ORDER = ("event_ts", "event_id")
 
 
 SILVER_CLICKS_SCHEMA = SILVER_SCHEMAS["clicks"]
+# What a click event says: its typed fields as delivered, no lineage or rule flags.
+CLICK_CONTENT = tuple(
+    content_columns(SILVER_CLICKS_SCHEMA.fieldNames(), exclude=(INGEST_DATE, DQ_FLAGS, IS_CUSTOMER_STITCHED))
+)
 
 
 # ------------------------------------------------------------------ column helpers (private)
@@ -118,15 +132,16 @@ def _utc_date(ts: Column) -> Column:
     return F.date_from_unix_date(F.floor(F.unix_micros(ts) / _MICROS_PER_DAY).cast(T.IntegerType()))
 
 
-def _parse_whole_number(text: Column) -> Column:
-    """An integer from text such as ``"2"`` or ``"2.0"``; null for fractions, overflow and junk."""
-    number = _clean_string(text).try_cast(T.DecimalType(38, 6))
-    return F.when(number == F.floor(number), number.try_cast(T.IntegerType()))
-
-
 def _json_object_field(text: Column, field: str) -> Column:
-    """One top-level field of a JSON object text, trimmed; null when absent, blank or not JSON."""
-    return _clean_string(F.get_json_object(text, f"$.{field}"))
+    """One top-level field of a JSON object text, trimmed; null when absent, blank or not JSON,
+    and when it is itself an object or an array (not a value: ``_unparsed_fields`` names it)."""
+    value = F.get_json_object(text, f"$.{field}")
+    return F.when(~F.coalesce(_is_json_structure(value), F.lit(False)), _clean_string(value))
+
+
+def _is_json_structure(text: Column) -> Column:
+    """True for the text of a JSON object or array, false for other text, null for null."""
+    return F.json_object_keys(text).isNotNull() | F.json_array_length(text).isNotNull()
 
 
 def _is_json_object(text: Column) -> Column:
@@ -174,13 +189,15 @@ def clean_clicks(bronze_clicks: DataFrame, *, source_timezone: str) -> DataFrame
         One row per bronze row (same grain), with the silver columns typed as
         :data:`SILVER_CLICKS_SCHEMA`: ``event_ts`` (UTC), ``event_date`` (its UTC date),
         ``event_type`` lower-cased, strings trimmed with blank as null, ``quantity`` int,
-        ``price`` decimal(18,2), ``utm_*`` and ``device_*`` from the JSON objects,
+        ``price`` decimal(20,4) (never rounded), ``utm_*`` and ``device_*`` from the JSON objects,
         ``is_session_derived`` (true when no ``session_id`` was delivered; the id itself is
         set by :func:`sessionize_clicks`), ``is_customer_stitched`` false, ``_dq_flags``
         empty. Also ``_unparsed_fields`` (names of delivered values that did not parse:
-        ``event_ts``, ``quantity``, ``price``, ``utm``, ``device``) and ``_bronze`` (the bronze
-        row as delivered, ``_corrupt_record`` and ``_rescued_data`` included: for the rules and
-        for quarantine). A value that does not parse becomes null; nothing is dropped here.
+        ``event_ts``, ``quantity``, ``price``, ``utm``, ``device``, and ``utm.<field>`` or
+        ``device.<field>`` for a field that is an object or array instead of a value) and
+        ``_bronze`` (the bronze row as delivered, ``_corrupt_record`` and ``_rescued_data``
+        included: for the rules and for quarantine). A value that does not parse becomes null;
+        nothing is dropped here.
     """
     delivered = [*LANDING_SOURCES["clicks"].bronze_schema.fieldNames()]
     missing = [c for c in delivered if c not in bronze_clicks.columns]
@@ -190,8 +207,8 @@ def clean_clicks(bronze_clicks: DataFrame, *, source_timezone: str) -> DataFrame
         )
     raw = {name: F.col(name) for name in delivered}
     event_ts = _parse_utc_timestamp(raw["event_ts"], source_timezone=source_timezone)
-    quantity = _parse_whole_number(raw["quantity"])
-    price = _clean_string(raw["price"]).try_cast(MONEY)
+    quantity = parse_whole_number(raw["quantity"])
+    price = parse_decimal(raw["price"], MONEY)
     session_id = _clean_string(raw["session_id"])
     unparsed = F.array_compact(
         F.array(
@@ -200,6 +217,11 @@ def clean_clicks(bronze_clicks: DataFrame, *, source_timezone: str) -> DataFrame
             _unparsed("price", raw["price"], price.isNotNull()),
             _unparsed("utm", raw["utm"], _is_json_object(raw["utm"])),
             _unparsed("device", raw["device"], _is_json_object(raw["device"])),
+            *[
+                F.when(_is_json_structure(F.get_json_object(raw[obj], f"$.{f}")), F.lit(f"{obj}.{f}"))
+                for obj, fields in (("utm", _UTM_FIELDS), ("device", _DEVICE_FIELDS))
+                for f in fields
+            ],
         )
     )
     typed = {
@@ -233,32 +255,34 @@ def clean_clicks(bronze_clicks: DataFrame, *, source_timezone: str) -> DataFrame
     )
 
 
-def dedupe_clicks(clicks: DataFrame) -> DataFrame:
-    """Keep one row per ``event_id``: the first delivered copy of a re-sent event.
+def rank_clicks(clicks: DataFrame) -> DataFrame:
+    """:func:`~pipeline_lib.transforms.common.rank_versions` of click events by ``event_id``.
 
-    The order is earliest ``_ingest_date``, then ``_source_file``, then ``event_ts``
-    (nulls last), then a SHA-256 of the row's content, so the choice is deterministic
-    whatever the partitioning. Idempotent.
+    The first delivered copy of a re-sent event wins: the earliest ``_ingest_date``, then the
+    earliest ``event_ts`` (nulls last), then the SHA-256 of the event's content (the typed
+    delivered fields, no lineage), so the choice depends on the data and its deliveries only,
+    not on file names, runs or partitioning. A copy with the winner's content is a
+    ``duplicate``; with other content, a ``conflict``.
 
     Args:
-        clicks: Rows with ``event_id``, ``event_ts``, ``_ingest_date`` and ``_source_file``.
+        clicks: Rows with ``event_id``, ``event_ts``, ``_ingest_date`` and the content columns.
 
     Returns:
-        The same columns, one row per non-null ``event_id``; rows with a null ``event_id``
-        (which the quality rules quarantine) are kept as they are.
+        ``clicks`` plus ``_version_outcome``; rows with a null ``event_id`` (which the quality
+        rules quarantine) are ``kept`` as they are.
     """
-    content = F.sha2(F.to_json(F.struct(*[F.col(c) for c in clicks.columns])), 256)
-    first_copy = Window.partitionBy("event_id").orderBy(
-        F.col(INGEST_DATE).asc_nulls_last(),
-        F.col(SOURCE_FILE).asc_nulls_last(),
-        F.col("event_ts").asc_nulls_last(),
-        content,
+    return rank_versions(
+        clicks,
+        keys=["event_id"],
+        version=[],
+        tie_break=[F.col(INGEST_DATE).asc_nulls_last(), F.col("event_ts").asc_nulls_last()],
+        content=CLICK_CONTENT,
     )
-    return (
-        clicks.withColumn("__copy", F.row_number().over(first_copy))
-        .where((F.col("__copy") == 1) | F.col("event_id").isNull())
-        .drop("__copy")
-    )
+
+
+def dedupe_clicks(clicks: DataFrame) -> DataFrame:
+    """Keep one row per ``event_id``: the winner of :func:`rank_clicks`. Idempotent."""
+    return rank_clicks(clicks).where(F.col(VERSION_OUTCOME) == KEPT).drop(VERSION_OUTCOME)
 
 
 def filter_unseen_clicks(clicks: DataFrame, *, seen: DataFrame) -> DataFrame:

@@ -1,5 +1,6 @@
 """Column helpers (``Column -> Column``) shared by the silver transformations, plus the
-one generic row-selection transform, :func:`keep_latest`.
+the generic row-selection transforms, :func:`rank_versions` and :func:`keep_latest`, which
+apply the tie rule (docs/silver.md, "Which version wins").
 
 Every parser has *try-cast* semantics: a value that does not parse becomes null (never an
 error, never a default), so a quality rule can compare the typed value with the raw text
@@ -14,19 +15,39 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from pipeline_lib.schemas import INGESTED_AT, RUN_ID, SOURCE_FILE
+
 __all__ = [
+    "CONFLICT",
+    "DUPLICATE",
+    "KEPT",
+    "OUTCOMES",
+    "RUN_LINEAGE",
+    "SUPERSEDED",
+    "VERSION_OUTCOME",
     "clean_string",
+    "content_columns",
+    "count_outcomes",
     "keep_latest",
     "lower_code",
     "parse_boolean",
     "parse_date",
     "parse_decimal",
-    "parse_int",
     "parse_timestamp",
+    "parse_whole_number",
+    "rank_versions",
     "row_fingerprint",
     "upper_code",
     "utc_date",
 ]
+
+# Lineage that differs between two ingestions of the same delivered rows (another run, another
+# file name, the same delivery split into two files): never a row's content, never a tie-break.
+RUN_LINEAGE = (SOURCE_FILE, INGESTED_AT, RUN_ID)
+# What rank_versions says of each row.
+VERSION_OUTCOME = "_version_outcome"
+KEPT, DUPLICATE, CONFLICT, SUPERSEDED = "kept", "duplicate", "conflict", "superseded"
+OUTCOMES = (KEPT, DUPLICATE, CONFLICT, SUPERSEDED)
 
 # An ISO-8601 value that carries its own offset: Z, +hh, +hhmm or +hh:mm at the end.
 # An offset follows a time of day; a date alone ("2026-03-01") ends in "-01" but has none.
@@ -88,14 +109,27 @@ def parse_date(column: Column | str) -> Column:
     return clean_string(column).try_cast(T.DateType())
 
 
-def parse_decimal(column: Column | str, data_type: T.DecimalType) -> Column:
-    """A decimal text (dot as separator) as ``data_type``; null when it does not parse or overflows."""
-    return clean_string(column).try_cast(data_type)
+def parse_decimal(column: Column | str, data_type: T.DecimalType, *, exact: bool = True) -> Column:
+    """A decimal text (dot as separator, an exponent allowed) as ``data_type``; null when it does
+    not parse (``12,50``, ``NaN``, ``Infinity``) or overflows.
+
+    With ``exact`` (money), a value with more decimals than the type keeps is null too, never
+    rounded: ``12.505`` in ``decimal(20,4)`` stays 12.5050, ``12.50505`` does not parse. Without
+    it (exchange rates), the value is rounded half up to the type's scale.
+    """
+    text = clean_string(column)
+    if not exact:
+        return text.try_cast(data_type)
+    wide = text.try_cast(T.DecimalType(38, 18))
+    typed = wide.try_cast(data_type)
+    return F.when(typed == wide, typed)
 
 
-def parse_int(column: Column | str) -> Column:
-    """An integer text as ``int``; null for ``2.5``, ``abc`` or an overflow."""
-    return clean_string(column).try_cast(T.IntegerType())
+def parse_whole_number(column: Column | str) -> Column:
+    """A whole number as ``int``: ``"2"``, ``"2.0"`` or ``"1e0"``; null for ``2.5``, ``NaN``,
+    junk and values outside the int range."""
+    number = clean_string(column).try_cast(T.DecimalType(38, 6))
+    return F.when(number == F.floor(number), number.try_cast(T.IntegerType()))
 
 
 def parse_boolean(column: Column | str) -> Column:
@@ -103,25 +137,95 @@ def parse_boolean(column: Column | str) -> Column:
     return F.lower(clean_string(column)).try_cast(T.BooleanType())
 
 
-def row_fingerprint(columns: Sequence[str]) -> Column:
-    """SHA-256 (hex) of the JSON of ``columns``: a deterministic tie-breaker and row identity."""
-    return F.sha2(F.to_json(F.struct(*[F.col(c) for c in columns])), 256)
+def row_fingerprint(columns: Sequence[str | Column]) -> Column:
+    """SHA-256 (hex) of the JSON of ``columns``: a deterministic tie-breaker and row identity.
+
+    Give it content only: a column that differs between two ingestions of the same delivered
+    row (:data:`RUN_LINEAGE`) would make the fingerprint, and every choice made with it,
+    depend on the run.
+    """
+    return F.sha2(F.to_json(F.struct(*[_col(c) for c in columns])), 256)
 
 
-def keep_latest(rows: DataFrame, *, keys: Sequence[str], order_by: Sequence[Column]) -> DataFrame:
-    """Keep one row per key: the first by ``order_by`` (newest first, e.g. ``F.col("updated_at").desc()``).
+def content_columns(columns: Sequence[str], *, exclude: Sequence[str] = ()) -> list[str]:
+    """``columns`` without :data:`RUN_LINEAGE`, helper columns (``__*``) and ``exclude``, in order."""
+    dropped = {*RUN_LINEAGE, *exclude}
+    return [c for c in columns if c not in dropped and not c.startswith("__")]
 
-    Ties left by ``order_by`` are broken by the row's content fingerprint, so the same input
-    always keeps the same row whatever its partitioning.
+
+def rank_versions(
+    rows: DataFrame,
+    *,
+    keys: Sequence[str],
+    version: Sequence[str],
+    tie_break: Sequence[Column] = (),
+    content: Sequence[str | Column],
+) -> DataFrame:
+    """Decide, per key, which row wins, and why each other row lost (``_version_outcome``).
+
+    The winner is the row with the greatest ``version`` (e.g. ``updated_at``); among rows of
+    that version, the first by ``tie_break`` (e.g. the latest delivery first); then the
+    greatest SHA-256 of ``content``. Nothing else decides: not the run, the file name, the
+    order of files or partitions, so the same rows always give the same winner.
 
     Args:
-        rows: Any frame holding ``keys``.
-        keys: The key columns; null keys form one group per distinct null pattern.
-        order_by: Sort expressions, newest first; nulls sort as Spark orders them.
+        rows: Any frame holding ``keys`` and ``version``.
+        keys: The key columns; rows with a null key are each kept as they are.
+        version: Columns that make a row newer, compared in order (greatest wins; nulls lose).
+        tie_break: Sort expressions among rows of the winner's version, first wins.
+        content: What a row says (no lineage that differs per run, see :func:`content_columns`).
 
     Returns:
-        The same columns, one row per key.
+        ``rows`` plus ``_version_outcome``: ``kept`` (one row per key), ``duplicate`` (the
+        winner's version with the winner's content: a copy), ``conflict`` (the winner's
+        version with other content: the tie rule decided) or ``superseded`` (an older
+        version). Same grain.
     """
-    content = [c for c in rows.columns]
-    window = Window.partitionBy(*keys).orderBy(*order_by, row_fingerprint(content).desc())
-    return rows.withColumn("__rank", F.row_number().over(window)).where(F.col("__rank") == 1).drop("__rank")
+    order = [F.col(c).desc_nulls_last() for c in version]
+    window = Window.partitionBy(*keys).orderBy(*order, *tie_break, F.col("__content").desc())
+    winner = (
+        Window.partitionBy(*keys)
+        .orderBy(*order, *tie_break, F.col("__content").desc())
+        .rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    )
+    same_version = F.lit(True)
+    for column in version:
+        same_version = same_version & F.col(column).eqNullSafe(F.first(column).over(winner))
+    outcome = (
+        F.when(F.col("__rank") == 1, F.lit(KEPT))
+        .when(~same_version, F.lit(SUPERSEDED))
+        .when(F.col("__content") == F.first("__content").over(winner), F.lit(DUPLICATE))
+        .otherwise(F.lit(CONFLICT))
+    )
+    null_key = F.lit(False)
+    for key in keys:
+        null_key = null_key | F.col(key).isNull()
+    return (
+        rows.withColumn("__content", row_fingerprint(content))
+        .withColumn("__rank", F.when(null_key, F.lit(1)).otherwise(F.row_number().over(window)))
+        .withColumn(VERSION_OUTCOME, F.when(null_key, F.lit(KEPT)).otherwise(outcome))
+        .drop("__content", "__rank")
+    )
+
+
+def keep_latest(
+    rows: DataFrame,
+    *,
+    keys: Sequence[str],
+    version: Sequence[str],
+    tie_break: Sequence[Column] = (),
+    content: Sequence[str | Column],
+) -> DataFrame:
+    """Keep one row per key: the winner of :func:`rank_versions` (same arguments).
+
+    Returns:
+        The same columns, one row per key (rows with a null key are all kept).
+    """
+    ranked = rank_versions(rows, keys=keys, version=version, tie_break=tie_break, content=content)
+    return ranked.where(F.col(VERSION_OUTCOME) == KEPT).drop(VERSION_OUTCOME)
+
+
+def count_outcomes(ranked: DataFrame) -> dict[str, int]:
+    """Rows per ``_version_outcome`` of :func:`rank_versions` (collects one small aggregate row)."""
+    row = ranked.agg(*[F.count_if(F.col(VERSION_OUTCOME) == name).alias(name) for name in OUTCOMES]).first()
+    return {name: int(row[name] or 0) for name in OUTCOMES} if row else dict.fromkeys(OUTCOMES, 0)

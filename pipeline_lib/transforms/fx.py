@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from pipeline_lib.schemas import INGEST_DATE, RATE, SILVER_SCHEMAS, SOURCE_FILE
+from pipeline_lib.schemas import INGEST_DATE, RATE, SILVER_SCHEMAS
 from pipeline_lib.transforms.common import keep_latest, parse_date, parse_decimal, upper_code
 
 __all__ = ["clean_fx_rates", "dedupe_fx_rates", "to_silver_fx_rates", "with_fx_rate"]
@@ -21,13 +21,13 @@ def clean_fx_rates(bronze: DataFrame) -> DataFrame:
 
     Returns:
         One row per bronze row: ``rate_date`` (date), ``currency`` (upper case),
-        ``rate_to_base`` (decimal(18,8)), lineage, and ``_bronze`` (the bronze row as
-        delivered). Values that do not parse are null.
+        ``rate_to_base`` (decimal(18,8), rounded half up to 8 decimals), lineage, and
+        ``_bronze`` (the bronze row as delivered). Values that do not parse are null.
     """
     return bronze.select(
         parse_date("rate_date").alias("rate_date"),
         upper_code("currency").alias("currency"),
-        parse_decimal("rate_to_base", RATE).alias("rate_to_base"),
+        parse_decimal("rate_to_base", RATE, exact=False).alias("rate_to_base"),
         "_source_file",
         "_ingest_date",
         "_run_id",
@@ -36,11 +36,13 @@ def clean_fx_rates(bronze: DataFrame) -> DataFrame:
 
 
 def dedupe_fx_rates(rates: DataFrame) -> DataFrame:
-    """One rate per ``(rate_date, currency)``: the latest delivery's (a correction wins)."""
+    """One rate per ``(rate_date, currency)``: the latest delivery's (a correction wins); two
+    rates in one delivery: the content hash decides (the quality rules quarantine the second)."""
     return keep_latest(
         rates,
         keys=["rate_date", "currency"],
-        order_by=[F.col(INGEST_DATE).desc(), F.col(SOURCE_FILE).desc()],
+        version=[INGEST_DATE],
+        content=["rate_date", "currency", "rate_to_base"],
     )
 
 

@@ -5,26 +5,33 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from pipeline_lib.schemas import BASE_MONEY, INGEST_DATE, MONEY, SILVER_SCHEMAS, SOURCE_FILE
+from pipeline_lib.schemas import BASE_MONEY, FAILED_RULES, INGEST_DATE, MONEY, SILVER_SCHEMAS
 from pipeline_lib.transforms.common import (
     clean_string,
-    keep_latest,
     lower_code,
     parse_decimal,
-    parse_int,
     parse_timestamp,
+    parse_whole_number,
+    rank_versions,
+    row_fingerprint,
     upper_code,
     utc_date,
 )
 
 __all__ = [
     "CHANNELS",
+    "ORDER_CONTENT",
+    "ORDER_ITEM_CONTENT",
     "ORDER_STATUSES",
     "clean_order_items",
     "clean_orders",
-    "dedupe_order_items",
-    "dedupe_orders",
+    "lines_awaiting_orders",
+    "order_tie_break",
+    "order_version_key",
     "order_versions",
+    "rank_order_items",
+    "rank_orders",
+    "status_precedence",
     "to_silver_order_items",
     "to_silver_orders",
     "with_line_amounts",
@@ -33,11 +40,21 @@ __all__ = [
     "with_superseded_flag",
 ]
 
+# In lifecycle order, which is also the tie rule's precedence: of two states of an order with the
+# same updated_at, the one further along wins (a cancellation written in the same second as the
+# payment is the later event).
 ORDER_STATUSES = ("created", "paid", "shipped", "delivered", "cancelled", "returned")
 CHANNELS = ("web", "app", "marketplace", "store")
 BRONZE = "_bronze"
 LINEAGE = ("_source_file", "_ingest_date", "_run_id")
-SUPERSEDED = "_is_superseded"
+IS_SUPERSEDED = "_is_superseded"
+# The content of an order row (the contract's fields, typed): two rows with the same content
+# are copies; with the same updated_at and other content, a conflict (docs/silver.md).
+ORDER_CONTENT = (
+    "order_id", "customer_id", "order_status", "order_ts", "updated_at", "currency", "channel",
+    "ship_country", "ship_city", "payment_type", "shipping_fee",
+)  # fmt: skip
+ORDER_ITEM_CONTENT = ("order_id", "line_no", "product_id", "quantity", "unit_price", "discount_amount")
 
 
 def _bronze_record(bronze: DataFrame) -> Column:
@@ -54,7 +71,7 @@ def clean_orders(bronze: DataFrame, *, source_timezone: str) -> DataFrame:
     Returns:
         One row per bronze row: the typed order columns (codes trimmed, statuses and
         channels lower case, currency and country upper case, timestamps UTC,
-        ``shipping_fee`` decimal(18,2)), ``order_date`` (UTC date of ``order_ts``), lineage
+        ``shipping_fee`` decimal(20,4), never rounded), ``order_date`` (UTC date of ``order_ts``), lineage
         and ``_bronze`` (the row as delivered). Values that do not parse are null.
     """
     return bronze.select(
@@ -74,12 +91,37 @@ def clean_orders(bronze: DataFrame, *, source_timezone: str) -> DataFrame:
     ).withColumn("order_date", utc_date("order_ts"))
 
 
-def dedupe_orders(orders: DataFrame) -> DataFrame:
-    """One row per ``order_id``: the greatest ``updated_at``; ties go to the latest delivery."""
-    return keep_latest(
-        orders,
-        keys=["order_id"],
-        order_by=[F.col("updated_at").desc(), F.col(INGEST_DATE).desc(), F.col(SOURCE_FILE).desc()],
+def order_tie_break() -> list[Column]:
+    """Among versions of an order with the same ``updated_at``: the latest delivery, then the
+    status furthest along :data:`ORDER_STATUSES` (then :func:`rank_versions`' content hash)."""
+    return [F.col(INGEST_DATE).desc_nulls_last(), status_precedence(F.col("order_status")).desc()]
+
+
+def status_precedence(status: Column) -> Column:
+    """The position of a status in :data:`ORDER_STATUSES` (1 = ``created``), 0 if unknown."""
+    return F.array_position(F.array(*[F.lit(s) for s in ORDER_STATUSES]), status)
+
+
+def rank_orders(orders: DataFrame) -> DataFrame:
+    """:func:`rank_versions` of cleaned orders: per ``order_id``, the greatest ``updated_at``
+    wins; a tie is a conflict resolved by :func:`order_tie_break`; copies are duplicates."""
+    return rank_versions(
+        orders, keys=["order_id"], version=["updated_at"], tie_break=order_tie_break(), content=ORDER_CONTENT
+    )
+
+
+def order_version_key() -> Column:
+    """What makes one version of an order win over another, as one comparable struct.
+
+    ``(updated_at, _ingest_date, status precedence, content hash)``: the tie rule of
+    :func:`rank_orders`, usable to compare a new row with the one recorded in silver
+    (both have these columns), so an incremental run picks what a rebuild picks.
+    """
+    return F.struct(
+        F.col("updated_at").alias("updated_at"),
+        F.col(INGEST_DATE).alias("ingest_date"),
+        status_precedence(F.col("order_status")).alias("status"),
+        row_fingerprint(ORDER_CONTENT).alias("content"),
     )
 
 
@@ -100,14 +142,15 @@ def clean_order_items(bronze: DataFrame) -> DataFrame:
 
     Returns:
         One row per bronze row: ``order_id``, ``line_no`` (int), ``product_id``,
-        ``quantity`` (int), ``unit_price`` and ``discount_amount`` (decimal(18,2)), lineage
+        ``quantity`` (int; ``2.0`` is 2), ``unit_price`` and ``discount_amount`` (decimal(20,4),
+        never rounded: more decimals do not parse), lineage
         and ``_bronze``. Values that do not parse are null.
     """
     return bronze.select(
         clean_string("order_id").alias("order_id"),
-        parse_int("line_no").alias("line_no"),
+        parse_whole_number("line_no").alias("line_no"),
         clean_string("product_id").alias("product_id"),
-        parse_int("quantity").alias("quantity"),
+        parse_whole_number("quantity").alias("quantity"),
         parse_decimal("unit_price", MONEY).alias("unit_price"),
         parse_decimal("discount_amount", MONEY).alias("discount_amount"),
         *LINEAGE,
@@ -186,22 +229,46 @@ def with_superseded_flag(items: DataFrame, *, recorded_versions: DataFrame) -> D
     )
     return (
         items.join(recorded_versions, on="order_id", how="left")
-        .withColumn(SUPERSEDED, F.coalesce(F.col("order_updated_at") < newest, F.lit(False)))
+        .withColumn(IS_SUPERSEDED, F.coalesce(F.col("order_updated_at") < newest, F.lit(False)))
         .drop("recorded_version")
     )
 
 
-def dedupe_order_items(items: DataFrame) -> DataFrame:
-    """One row per ``(order_id, line_no)``: the latest delivery's."""
-    return keep_latest(
+def rank_order_items(items: DataFrame) -> DataFrame:
+    """:func:`rank_versions` of lines: per ``(order_id, line_no)``, the line of the newest
+    order version wins; within a version, the latest delivery's, then the content hash."""
+    return rank_versions(
         items,
         keys=["order_id", "line_no"],
-        order_by=[F.col("order_updated_at").desc(), F.col(INGEST_DATE).desc(), F.col(SOURCE_FILE).desc()],
+        version=["order_updated_at"],
+        tie_break=[F.col(INGEST_DATE).desc_nulls_last()],
+        content=ORDER_ITEM_CONTENT,
+    )
+
+
+def lines_awaiting_orders(quarantined: DataFrame, *, orders: DataFrame, rule: str) -> DataFrame:
+    """Quarantined lines that failed only ``rule`` (their order was unknown) and whose order has
+    arrived since: the lines to check again.
+
+    Args:
+        quarantined: Open rows of ``quarantine/order_items`` (the bronze row as delivered and
+            ``_failed_rules``).
+        orders: Silver orders (``order_id``).
+        rule: The name of the rule that requires the line's order (``order_known``).
+
+    Returns:
+        The quarantined rows (same columns) whose ``_failed_rules`` is exactly ``[rule]`` and
+        whose trimmed ``order_id`` is in ``orders``.
+    """
+    known = orders.select(F.col("order_id").alias("__order_id")).distinct()
+    only_that_rule = F.col(FAILED_RULES) == F.array(F.lit(rule))
+    return quarantined.where(only_that_rule).join(
+        known, on=clean_string("order_id") == F.col("__order_id"), how="left_semi"
     )
 
 
 def with_line_amounts(items: DataFrame) -> DataFrame:
-    """Add ``net_amount`` = ``quantity * unit_price - discount_amount`` (decimal(18,2)) and
+    """Add ``net_amount`` = ``quantity * unit_price - discount_amount`` (decimal(20,4)) and
     ``net_amount_base`` = ``net_amount * fx_rate_to_base`` (decimal(22,6)); nulls propagate."""
     net = (F.col("quantity") * F.col("unit_price") - F.col("discount_amount")).cast(MONEY)
     return items.withColumn("net_amount", net).withColumn(

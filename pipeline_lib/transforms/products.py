@@ -9,14 +9,20 @@ from pyspark.sql import types as T
 from pipeline_lib.schemas import INGEST_DATE, MONEY, SILVER_SCHEMAS, SOURCE_FILE
 from pipeline_lib.transforms.common import (
     clean_string,
-    keep_latest,
     parse_boolean,
     parse_decimal,
     parse_timestamp,
+    rank_versions,
     upper_code,
 )
 
-__all__ = ["clean_products", "dedupe_products", "to_silver_products", "with_delisted_products"]
+__all__ = [
+    "PRODUCT_CONTENT",
+    "clean_products",
+    "rank_products",
+    "to_silver_products",
+    "with_delisted_products",
+]
 
 BRONZE = "_bronze"
 LINEAGE = ("_source_file", "_ingest_date", "_run_id")
@@ -27,13 +33,17 @@ ATTRIBUTES = (
 )  # fmt: skip
 
 
+# What a catalogue row says (typed); two rows with the same content are copies.
+PRODUCT_CONTENT = ("product_id", *ATTRIBUTES, "updated_at")
+
+
 def clean_products(bronze: DataFrame, *, source_timezone: str) -> DataFrame:
     """Type bronze catalogue rows.
 
     Returns:
         One row per bronze row: ``product_id``, ``sku``, ``name``, ``brand``,
         ``category_path`` (array<string> parsed from its JSON text, null if not an array),
-        ``category_l1..l3`` (its first three levels), ``price`` (decimal(18,2)),
+        ``category_l1..l3`` (its first three levels), ``price`` (decimal(20,4), never rounded),
         ``currency``, ``is_active``, ``updated_at`` (UTC), ``attributes`` (JSON text),
         ``is_delisted`` (false), ``valid_from`` (= ``updated_at``), ``snapshot_ts`` (start of
         the delivery's ingest date, UTC), lineage and ``_bronze``.
@@ -66,12 +76,12 @@ def clean_products(bronze: DataFrame, *, source_timezone: str) -> DataFrame:
     )
 
 
-def dedupe_products(products: DataFrame) -> DataFrame:
-    """One row per product and snapshot (``_ingest_date``): the greatest ``updated_at``."""
-    return keep_latest(
-        products,
-        keys=["product_id", INGEST_DATE],
-        order_by=[F.col("updated_at").desc(), F.col(SOURCE_FILE).desc()],
+def rank_products(products: DataFrame) -> DataFrame:
+    """:func:`rank_versions` per product and snapshot (``_ingest_date``): the greatest
+    ``updated_at`` wins, a tie goes to the content hash (a snapshot split over files or
+    re-ordered gives the same winner)."""
+    return rank_versions(
+        products, keys=["product_id", INGEST_DATE], version=["updated_at"], content=PRODUCT_CONTENT
     )
 
 

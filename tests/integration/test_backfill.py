@@ -14,8 +14,8 @@ import shutil
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.cli import run_jobs
-from jobs.framework import select_jobs
+from jobs.graph import select_jobs
+from jobs.runner import run_jobs
 from pipeline_lib.delta_io import latest_user_metadata, read_table, table_path, table_version
 from pipeline_lib.schemas import INGEST_DATE
 from tests.support import REFERENCE_DAYS, REFERENCE_START, run_cli

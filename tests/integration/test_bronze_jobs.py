@@ -16,7 +16,7 @@ from jobs.bronze import INGEST_LOG_TABLE, ingest_source
 from jobs.framework import JobContext, new_run_id
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.delta_io import read_table, table_exists, table_path, table_version
-from pipeline_lib.landing import MAX_HEADER_BYTES, csv_header
+from pipeline_lib.landing import CSV_OPTIONS, MAX_HEADER_BYTES, csv_header
 from pipeline_lib.schemas import LANDING_SOURCES
 
 pytestmark = pytest.mark.slow
@@ -305,11 +305,14 @@ def test_csv_header_names_columns_as_sparks_csv_reader_does(spark, tmp_path, nam
     path.write_bytes(HEADERS[name])
     hadoop_path = f"file:{path}"
 
-    header = csv_header(spark, hadoop_path)
+    found = csv_header(spark, hadoop_path)
 
-    spark_header = spark.read.option("header", True).option("inferSchema", False).csv(hadoop_path).columns
+    spark_header = spark.read.options(**CSV_OPTIONS).csv(hadoop_path).columns
     if name == "huge_first_line.csv":
-        assert header is None  # left to Spark's own read
+        assert found is None  # left to Spark's own read
     else:
-        assert header == spark_header
-    assert (header == []) == (name in ("empty.csv", "only_blank.csv"))
+        assert found.names == spark_header
+        assert found.after_blank_lines == (
+            name in ("blank_lines_first.csv", "bom_then_blank.csv", "gzipped.csv.gz")
+        )
+    assert (found is not None and found.names == []) == (name in ("empty.csv", "only_blank.csv"))

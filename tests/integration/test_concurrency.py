@@ -48,11 +48,10 @@ from jobs.framework import (
     JobContext,
     JobFailedError,
     JobResult,
-    JobSpec,
     new_run_id,
     run_job,
-    select_jobs,
 )
+from jobs.graph import JobSpec, select_jobs
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.delta_io import read_table, table_path, upsert, write_table
 from pipeline_lib.locks import JobLockedError, job_lock
@@ -215,7 +214,7 @@ def test_run_job_retries_a_job_refused_by_a_concurrent_commit_and_records_it(spa
         return JobResult(rows_read=2, rows_written=2)
 
     ctx = JobContext(spark=spark, config=config, run_id=new_run_id())
-    result = run_job(JobSpec("silver", "flaky", refused_once, ""), ctx)
+    result = run_job(JobSpec("silver", "flaky", refused_once, (), (), ""), ctx)
 
     assert result.rows_written == 2 and len(attempts) == 2
     record = read_table(spark, table_path(config.paths.lake, "ops", RUNS_TABLE)).collect()
@@ -234,7 +233,7 @@ def test_run_job_gives_up_after_bounded_attempts_and_records_the_failure(spark, 
     with pytest.raises(
         JobFailedError, match=r"^silver\.stuck: ConflictRetriesExhaustedError: silver\.stuck: still"
     ):
-        run_job(JobSpec("silver", "stuck", always_refused, ""), ctx)
+        run_job(JobSpec("silver", "stuck", always_refused, (), (), ""), ctx)
 
     record = read_table(spark, table_path(config.paths.lake, "ops", RUNS_TABLE)).first()
     assert record["status"] == "failed"

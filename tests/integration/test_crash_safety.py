@@ -3,11 +3,12 @@
 A fresh lake is built from the reference landing zone by ``ecom-pipeline run`` subprocesses,
 each killed (``ECOM_CRASH_AT``, :mod:`pipeline_lib.faults`: SIGKILL to the driver's JVM and
 to itself, nothing flushed) at the next point of :data:`CRASH_POINTS`, every run starting
-from whatever the previous kill left: half-logged bronze files, silver tables written with
-their watermark not moved, gold tables with stale watermarks, run records missing, lock
-files held by dead processes. As a scheduler runs the pipeline (one task per layer, a failed
-task run again), a run killed in a layer is followed by ``run --layer <that layer>``, and
-the first run killed in a new layer is ``run --layer all`` (it finishes the layers before).
+from whatever the previous kill left: half-logged bronze files, quarantines written without
+their silver table, silver and gold tables written (with what they consumed, in the same
+commit) but no run record, lock files held by dead processes. As a scheduler runs the
+pipeline (one task per layer, a failed task run again), a run killed in a layer is
+followed by ``run --layer <that layer>``, and the first run killed in a new layer is
+``run --layer all`` (it finishes the layers before).
 A last ``run --layer all`` without a crash must then leave every table equal, by content,
 to the session's never-crashed ``reference_lake``; the counts must reconcile; and one more
 run must change nothing.
@@ -30,7 +31,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.bronze import INGEST_LOG_TABLE
-from jobs.framework import JobContext, new_run_id, run_job, select_jobs
+from jobs.framework import JobContext, new_run_id, run_job
+from jobs.graph import select_jobs
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.delta_io import read_table, table_path, table_version
 from pipeline_lib.faults import CRASH_ENV
@@ -52,12 +54,20 @@ CRASH_POINTS: tuple[tuple[str, str, str], ...] = (
     ("bronze", "bronze.before_log.orders", "orders committed to bronze, their files not logged"),
     ("bronze", "delta.before_commit.bronze.order_items", "order lines read, their append not committed"),
     ("bronze", "bronze.after_log.catalogue", "catalogue logged, its lock held, no run record"),
-    ("silver", "watermark.before_save.silver.fx_rates", "silver.fx_rates written, watermark not moved"),
+    (
+        "silver",
+        "delta.after_commit.silver.fx_rates",
+        "silver.fx_rates written with what it consumed, no run record",
+    ),
     ("silver", "delta.after_commit.quarantine.orders", "orders quarantined, silver.orders not written"),
-    ("silver", "watermark.after_save.silver.orders", "silver.orders and its watermark, no run record"),
-    ("silver", "watermark.before_save.silver.clicks", "clicks merged into silver, watermark not moved"),
-    ("gold", "delta.after_commit.gold.dim_customer", "gold.dim_customer written, watermarks not saved"),
-    ("gold", "delta.after_commit.gold.fact_order_lines", "fact lines written, watermarks not saved"),
+    (
+        "silver",
+        "delta.after_commit.silver.orders",
+        "silver.orders written with what it consumed, no run record",
+    ),
+    ("silver", "delta.before_commit.silver.clicks", "clicks checked and quarantined, not merged into silver"),
+    ("gold", "delta.after_commit.gold.dim_customer", "gold.dim_customer written with what it consumed"),
+    ("gold", "delta.after_commit.gold.fact_order_lines", "fact lines written with what they consumed"),
     ("gold", "run_record.before.gold.customer_segments", "segments written, no run record"),
 )
 KILLED = -signal.SIGKILL
@@ -294,12 +304,13 @@ def test_counts_reconcile(spark, reference_lake, crashed_build, which):
         assert unaccounted.count() == 0, f"{source}: bronze rows lost: {unaccounted.limit(3).collect()}"
     expected = {f"silver.{table}" for table in SILVER_KEYS}
     if which == "crashed":
-        # Known gap: a job killed after saving its watermark, before its run record, processed
-        # its rows in a run that left no record; the next run finds nothing new to record.
+        # Known gap: a job killed after its data commit (which records what it consumed), before
+        # its run record, processed its rows in a run that left no record; the next run finds
+        # nothing new to record.
         expected -= {
             point.split(".", 2)[2]
             for _, point, _ in CRASH_POINTS
-            if point.startswith(("watermark.after_save.silver.", "run_record.before.silver."))
+            if point.startswith(("delta.after_commit.silver.", "run_record.before.silver."))
         }
     assert _assert_run_records_reconcile(spark, lake) == sorted(expected)
 

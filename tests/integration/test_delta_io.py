@@ -12,6 +12,7 @@ from pyspark.sql import types as T
 
 from pipeline_lib.delta_io import (
     DuplicateKeyError,
+    MergeCounts,
     MissingColumnsError,
     append_new,
     latest_commit,
@@ -141,7 +142,7 @@ def test_replace_groups_makes_each_affected_group_exactly_the_source(spark, tmp_
     changed = replace_groups(lines([("o1", 1, "a2")]), path, row_keys=["order_id", "line_no"], scope=scope)
 
     expected = lines([("o1", 1, "a2"), ("o2", 1, "c")])  # o1 line 2 removed, o3 emptied, o2 untouched
-    assert changed
+    assert changed == MergeCounts(inserted=0, updated=1, deleted=2, source_rows=1)
     assert_df_equality(read_table(spark, path), expected, ignore_row_order=True, ignore_nullable=True)
 
 

@@ -22,10 +22,11 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.cli import run_jobs
 from jobs.erasure import ERASURES_TABLE, customer_key, forget_customer
-from jobs.framework import JobContext, new_run_id, run_job, select_jobs
+from jobs.framework import JobContext, new_run_id, run_job
+from jobs.graph import select_jobs
 from jobs.operations import maintain
+from jobs.runner import run_jobs
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.delta_io import read_table, table_path, table_version
 from pipeline_lib.erasure import STATS_PREFIX_CHARS

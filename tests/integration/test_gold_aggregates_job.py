@@ -12,7 +12,8 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.framework import JobContext, JobFailedError, JobResult, new_run_id, run_job, select_jobs
+from jobs.framework import JobContext, JobFailedError, JobResult, new_run_id, run_job
+from jobs.graph import select_jobs
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.delta_io import read_table, table_path, table_version, write_table
 from pipeline_lib.gold.popularity import PRODUCT_POPULARITY_TABLE_SCHEMA

@@ -26,7 +26,8 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.framework import JobContext, JobResult, new_run_id, run_job, select_jobs
+from jobs.framework import JobContext, JobResult, new_run_id, run_job
+from jobs.graph import select_jobs
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.delta_io import read_table, table_path, table_version, upsert, write_table
 from pipeline_lib.gold.schemas import GOLD_SCHEMAS, PII_COLUMNS

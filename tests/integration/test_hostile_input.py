@@ -34,7 +34,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobs.bronze import INGEST_LOG_TABLE
-from jobs.framework import JobContext, JobFailedError, JobResult, JobSpec, new_run_id, run_job, select_jobs
+from jobs.framework import JobContext, JobFailedError, JobResult, new_run_id, run_job
+from jobs.graph import JobSpec, select_jobs
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.delta_io import read_table, table_exists, table_path
 from pipeline_lib.runs import RUNS_TABLE
@@ -176,17 +177,20 @@ def test_silver_accounts_for_every_bronze_row(spark, hostile: HostileRun):
         if table in ("customers", "products"):
             # SCD2: rows are versions; the delisted versions are generated, not read.
             assert silver_rows == d["new_versions"] + d["delisted_versions"], table
-            others = d["duplicates_removed"] + d["unchanged"]
+            others = d["duplicates_removed"] + d["conflicts"] + d["unchanged"] + d.get("superseded", 0)
         else:
             assert silver_rows == d["written"], table
-            others = d["duplicates_removed"] + d.get("superseded", 0)
+            others = d["duplicates_removed"] + d.get("conflicts", 0) + d.get("superseded", 0)
         assert d["bronze_rows_read"] == d["written"] + d["quarantined"] + others, (table, d)
 
     clicks = details["silver.clicks"]
     assert clicks["bronze_rows"] == count("bronze", "clicks")
     assert clicks["quarantined"] == count("quarantine", "clicks")
     assert count("silver", "clicks") == clicks["inserted"]
-    assert clicks["bronze_rows"] == clicks["inserted"] + clicks["quarantined"] + clicks["duplicates_removed"]
+    accounted = (
+        clicks["inserted"] + clicks["quarantined"] + clicks["duplicates_removed"] + clicks["conflicts"]
+    )
+    assert clicks["bronze_rows"] == accounted
 
 
 def _run_details(spark: SparkSession, lake: str) -> dict[str, dict[str, Any]]:
@@ -243,7 +247,7 @@ def test_a_job_failing_in_the_jvm_records_the_java_cause(spark, config, hostile:
 
     ctx = JobContext(spark=spark, config=config, run_id=new_run_id())
     with pytest.raises(JobFailedError, match=r"^bronze\.broken: Py4JJavaError: java\.io\.EOFException"):
-        run_job(JobSpec("bronze", "broken", read_broken, ""), ctx)
+        run_job(JobSpec("bronze", "broken", read_broken, (), (), ""), ctx)
 
     error = read_table(spark, table_path(config.paths.lake, "ops", RUNS_TABLE)).first()["error"]
     assert error.startswith("Py4JJavaError: java.io.EOFException"), error

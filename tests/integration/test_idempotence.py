@@ -17,7 +17,8 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from jobs.framework import JobContext, JobResult, new_run_id, registered_jobs, run_job
+from jobs.framework import JobContext, JobResult, new_run_id, run_job
+from jobs.graph import JOB_GRAPH
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.delta_io import table_path, table_version, write_table
 from tests.lake_compare import DATA_LAYERS, comparable, compare_frames, compare_lakes, lake_tables
@@ -111,7 +112,7 @@ def _versions(spark: SparkSession, lake: str) -> dict[str, int | None]:
 
 def _run_every_job(spark: SparkSession, config: PipelineConfig, **options: object) -> dict[str, JobResult]:
     ctx = JobContext(spark=spark, config=config, run_id=new_run_id(), **options)  # type: ignore[arg-type]
-    return {spec.qualified_name: run_job(spec, ctx) for spec in registered_jobs()}
+    return {spec.qualified_name: run_job(spec, ctx) for spec in JOB_GRAPH}
 
 
 def _listed_jobs() -> list[str]:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.framework import JobContext, JobFailedError, JobResult, JobSpec, new_run_id, run_job
+from jobs.framework import JobContext, JobFailedError, JobResult, new_run_id, run_job
+from jobs.graph import JobSpec
 from jobs.operations import UnsafeRetentionError, maintain, print_status
 from pipeline_lib.delta_io import read_table, table_path, write_table
 from pipeline_lib.locks import JobLockedError, job_lock
@@ -65,9 +66,9 @@ def test_every_run_is_recorded_failed_ones_with_their_error(spark, config):
         raise ValueError("bad delivery\nsecond line")
 
     ctx = JobContext(spark=spark, config=config, run_id=new_run_id())
-    run_job(JobSpec("silver", "good", succeed, ""), ctx)
+    run_job(JobSpec("silver", "good", succeed, (), (), ""), ctx)
     with pytest.raises(JobFailedError, match=r"^silver.bad: ValueError: bad delivery$"):
-        run_job(JobSpec("silver", "bad", explode, ""), ctx)
+        run_job(JobSpec("silver", "bad", explode, (), (), ""), ctx)
 
     runs = {
         r["job"]: r for r in read_table(spark, table_path(config.paths.lake, "ops", RUNS_TABLE)).collect()
@@ -83,7 +84,7 @@ def test_every_run_is_recorded_failed_ones_with_their_error(spark, config):
 
 def test_status_prints_latest_run_per_job(spark, config, capsys):
     ctx = JobContext(spark=spark, config=config, run_id=new_run_id())
-    run_job(JobSpec("gold", "dim_date", lambda c: JobResult(rows_written=7), ""), ctx)
+    run_job(JobSpec("gold", "dim_date", lambda c: JobResult(rows_written=7), (), (), ""), ctx)
     write_table(spark.range(3), table_path(config.paths.lake, "gold", "dim_date"))
 
     print_status(spark, config.paths.lake)

@@ -43,7 +43,8 @@ from hypothesis import strategies as st
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.framework import JobContext, JobFailedError, new_run_id, run_job, select_jobs
+from jobs.framework import JobContext, JobFailedError, new_run_id, run_job
+from jobs.graph import select_jobs
 from pipeline_lib.config import ConfigError, load_config
 from pipeline_lib.delta_io import LAYERS, read_table, table_path
 from pipeline_lib.runs import RUNS_TABLE
@@ -222,6 +223,8 @@ def test_a_job_failing_on_customer_rows_records_no_personal_data(spark, base_con
     ]
     (folder / "customers.csv").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
     config = base_config.with_paths(landing=str(landing), lake=str(tmp_path / "lake"))
+    # Three rows are under the default threshold_min_rows: judge them, so that the job fails.
+    config = dataclasses.replace(config, quality=dataclasses.replace(config.quality, threshold_min_rows=1))
     ctx = JobContext(spark=spark, config=config, run_id=new_run_id())
     run_job(select_jobs("bronze", "customers")[0], ctx)
 

@@ -181,7 +181,7 @@ def test_silver_clicks_job_dedupes_sessionizes_stitches_and_then_commits_nothing
 
 
 def test_reconciliation_that_does_not_add_up_fails_the_run():
-    counts = {"bronze_rows": 10, "quarantined": 2, "valid": 8, "unique_in_batch": 7, "new_events": 6,
-              "context_updates": 0}  # fmt: skip
+    counts = {"bronze_rows": 10, "quarantined": 2, "valid": 8, "unique_in_batch": 7, "conflicts_in_batch": 0,
+              "new_events": 6, "context_updates": 0}  # fmt: skip
     with pytest.raises(ReconciliationError, match="10 bronze rows, but 5 inserted \\+ 2 quarantined \\+ 2"):
         _reconcile(counts, {"inserted": 5, "updated": 0})

@@ -6,6 +6,7 @@ one aspect of the resulting tables.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import glob
 import hashlib
@@ -159,7 +160,8 @@ def lake(spark, base_config, tmp_path_factory):
             order("o2", "paid", "2024-01-03 08:00:00", ts="2024-01-03 08:00:00"),  # naive: Europe/Berlin
             order("o3", "paid", "2024-01-02T10:00:00Z", currency="JPY"),  # no rate
             order("o4", "lost", "2024-01-02T10:00:00Z"),  # unknown status
-            order("o5", "paid", "2024-01-05T10:00:00Z", currency="gbp", ts="2024-01-05T10:00:00Z"),
+            # two days after its delivery: the latest plausible date (quality.plausible_time)
+            order("o5", "paid", "2024-01-04T10:00:00Z", currency="gbp", ts="2024-01-04T10:00:00Z"),
         ],
     )
     bronze(
@@ -361,8 +363,10 @@ def test_reconciliation_counts(lake):
         "bronze_rows_read": 6,
         "written": 3,
         "quarantined": 2,
-        "duplicates_removed": 1,
-        "superseded": 0,
+        "duplicates_removed": 0,
+        "conflicts": 0,
+        "superseded": 1,  # o1's older state in the same delivery: an older version, not a copy
+        "conflicts_replacing_silver": 0,
         "reconciled": True,
         "bronze_version": 0,
     }
@@ -388,13 +392,26 @@ def test_rerun_commits_nothing(spark, lake):
 def test_parse_errors_above_threshold_fail_the_run(spark, config):
     lake = config.paths.lake
     bronze(spark, lake, "orders", DAY1, [order("o1", "paid", "2024-01-02T10:00:00Z")], corrupt=["o2,broken"])
-    ctx = JobContext(spark=spark, config=config, run_id="run-x")
+    judged = dataclasses.replace(config, quality=dataclasses.replace(config.quality, threshold_min_rows=2))
+    ctx = JobContext(spark=spark, config=judged, run_id="run-x")
     with pytest.raises(
         QualityThresholdError, match=r"orders_parse_error.*50\.0%.*orders/ingest_date=2024-01-02"
     ):
         orders(ctx)
     assert last_processed_version(spark, lake, "silver.orders", "bronze.orders") is None
     assert table_version(spark, table_path(lake, "silver", "orders")) is None
+
+
+def test_a_share_of_too_few_rows_is_not_judged_the_broken_rows_are_quarantined(spark, config):
+    """Three order rows, two broken: under quality.threshold_min_rows, nothing stops the run."""
+    lake = config.paths.lake
+    good = order("o1", "paid", "2024-01-02T10:00:00Z")
+    bronze(spark, lake, "orders", DAY1, [good], corrupt=["o2,broken", "o3,broken"])
+    result = orders(JobContext(spark=spark, config=config, run_id="run-y"))
+    assert (result.rows_written, result.rows_quarantined) == (1, 2)
+    assert [r["order_id"] for r in read_table(spark, table_path(lake, "silver", "orders")).collect()] == [
+        "o1"
+    ]
 
 
 def test_quarantine_write_is_idempotent_and_keeps_identical_rows(spark, tmp_path):

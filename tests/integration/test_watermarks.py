@@ -7,13 +7,16 @@ import datetime as dt
 import pytest
 from chispa import assert_df_equality
 
-from pipeline_lib.delta_io import latest_commit, read_table, table_path, table_version
+from pipeline_lib.delta_io import latest_commit, read_table, table_path, table_version, write_table
 from pipeline_lib.frames import local_frame
 from pipeline_lib.watermarks import (
     WATERMARKS_TABLE,
+    consumed_metadata,
+    consumer_table,
     current_watermarks,
     last_processed_version,
     read_watermarks,
+    record_consumption,
     save_processed_versions,
     save_watermarks,
 )
@@ -73,3 +76,34 @@ def test_saving_a_consumer_and_source_twice_in_one_commit_is_refused(spark, tmp_
         save_watermarks(spark, lake, twice, "r1")
     save_watermarks(spark, lake, [], "r1")  # nothing to save: no table, no commit
     assert table_version(spark, table_path(lake, "ops", WATERMARKS_TABLE)) is None
+
+
+def test_a_data_commit_carries_what_its_job_consumed_and_the_newest_record_wins(spark, tmp_path):
+    lake = str(tmp_path / "lake")
+    table = consumer_table(lake, "silver.orders")
+    rows = spark.createDataFrame([("o1",)], "order_id string")
+    state = consumed_metadata("silver.orders", {"bronze.orders": 7}, "run-1")
+    write_table(rows, table, mode="overwrite", user_metadata=state)
+
+    # The commit says it: nothing is appended to the log, and it is read back.
+    assert record_consumption(spark, lake, "silver.orders", {"bronze.orders": 7}, "run-1")
+    assert table_version(spark, table_path(lake, "ops", WATERMARKS_TABLE)) is None
+    assert last_processed_version(spark, lake, "silver.orders", "bronze.orders") == 7
+    # A later record in the log (a run that consumed without writing) wins over the commit ...
+    assert not record_consumption(spark, lake, "silver.orders", {"bronze.orders": 9}, "run-2")
+    assert last_processed_version(spark, lake, "silver.orders", "bronze.orders") == 9
+    # ... and a later data commit wins over the log; another consumer's commits say nothing.
+    write_table(
+        rows,
+        table,
+        mode="append",
+        user_metadata=consumed_metadata("silver.orders", {"bronze.orders": 11}, "r3"),
+    )
+    write_table(
+        rows,
+        table,
+        mode="append",
+        user_metadata=consumed_metadata("silver.other", {"bronze.orders": 99}, "r4"),
+    )
+    assert last_processed_version(spark, lake, "silver.orders", "bronze.orders") == 11
+    assert last_processed_version(spark, lake, "gold.fact_orders", "silver.orders") is None

@@ -290,7 +290,7 @@ def test_clean_clicks_types_quantity_and_price(spark):
             ("e3", None, None, ["quantity", "price"]),
             ("e4", None, None, []),
         ],
-        f"event_id string, quantity int, price decimal(18,2), {UNPARSED_FIELDS} array<string>",
+        f"event_id string, quantity int, price decimal(20,4), {UNPARSED_FIELDS} array<string>",
     )
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
 
@@ -420,18 +420,58 @@ def test_dedupe_clicks_keeps_the_earliest_delivery_of_a_resent_event(spark):
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
 
 
-def test_dedupe_clicks_breaks_ties_by_source_file_then_event_ts(spark):
-    source = silver(
-        spark,
-        {"event_id": "e1", "event_ts": at(0), "_source_file": "b", "page_url": "/second-file"},
-        {"event_id": "e1", "event_ts": at(0), "_source_file": "a", "page_url": "/first-file"},
-        {"event_id": "e2", "event_ts": at(3), "_source_file": "a", "page_url": "/later"},
-        {"event_id": "e2", "event_ts": at(1), "_source_file": "a", "page_url": "/earlier"},
-        {"event_id": "e2", "event_ts": None, "_source_file": "a", "page_url": "/no-time"},
-    )
-    actual = source.transform(dedupe_clicks).select("event_id", "page_url")
-    expected = frame(spark, [("e1", "/first-file"), ("e2", "/earlier")], "event_id string, page_url string")
-    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+def test_dedupe_clicks_keeps_the_first_delivered_copy_then_the_earliest_and_never_asks_the_file(spark):
+    day1, day2 = dt.date(2024, 3, 5), dt.date(2024, 3, 6)
+    rows = [
+        {
+            "event_id": "e1",
+            "event_ts": at(0),
+            "_ingest_date": day2,
+            "_source_file": "a",
+            "page_url": "/resent",
+        },
+        {
+            "event_id": "e1",
+            "event_ts": at(0),
+            "_ingest_date": day1,
+            "_source_file": "b",
+            "page_url": "/first",
+        },
+        {
+            "event_id": "e2",
+            "event_ts": at(3),
+            "_ingest_date": day1,
+            "_source_file": "a",
+            "page_url": "/later",
+        },
+        {
+            "event_id": "e2",
+            "event_ts": at(1),
+            "_ingest_date": day1,
+            "_source_file": "a",
+            "page_url": "/earlier",
+        },
+        {
+            "event_id": "e2",
+            "event_ts": None,
+            "_ingest_date": day1,
+            "_source_file": "a",
+            "page_url": "/no-time",
+        },
+        {"event_id": "e3", "event_ts": at(0), "_ingest_date": day1, "_source_file": "x", "page_url": "/one"},
+        {"event_id": "e3", "event_ts": at(0), "_ingest_date": day1, "_source_file": "y", "page_url": "/two"},
+    ]
+    kept = source_kept = silver(spark, *rows).transform(dedupe_clicks).select("event_id", "page_url")
+    assert {r["event_id"]: r["page_url"] for r in kept.collect() if r["event_id"] != "e3"} == {
+        "e1": "/first",
+        "e2": "/earlier",
+    }
+    # A tie in delivery and time (e3) goes to the content: swapping the file names changes nothing.
+    swapped = [
+        {**r, "_source_file": {"x": "y", "y": "x"}.get(r["_source_file"], r["_source_file"])} for r in rows
+    ]
+    again = silver(spark, *swapped).transform(dedupe_clicks).select("event_id", "page_url")
+    assert_df_equality(source_kept, again, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_filter_unseen_clicks_drops_a_late_resend_already_in_silver(spark):

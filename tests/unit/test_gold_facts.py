@@ -217,7 +217,7 @@ def test_price_change_between_two_orders_picks_the_product_version_of_each_order
             ("O2", "P1", 12, Decimal("12.00"), Decimal("10.000000")),
             ("O3", "P1", 12, Decimal("12.00"), Decimal("12.000000")),
         ],
-        "order_id string, product_id string, product_sk bigint, unit_price decimal(18,2), "
+        "order_id string, product_id string, product_sk bigint, unit_price decimal(20,4), "
         "net_amount_base decimal(22,6)",
     )
     chispa.assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)

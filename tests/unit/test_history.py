@@ -93,9 +93,21 @@ def test_late_update_never_displaces_a_later_confirmation(spark):
 
 def test_redelivered_version_keeps_the_recorded_one(spark):
     existing = [("a", "Berlin", "first", ts(1), ts(1), None, True)]
-    actual = _build(spark, existing, [("a", "Munich", "again", 1)])
+    actual = _build(spark, existing, [("a", "Berlin", "first", 1)])
     expected = spark.createDataFrame([("a", "Berlin", "first", ts(1), ts(1), None, True, False)], OUT)
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_a_conflict_at_the_same_start_is_won_by_the_same_row_whichever_came_first(spark):
+    """Two contents for one key and valid_from: the tie rule decides, not the arrival order."""
+    berlin, munich = ("a", "Berlin", "first"), ("a", "Munich", "again")
+    winners = set()
+    for recorded, arriving in ((berlin, munich), (munich, berlin)):
+        existing = [(*recorded, ts(1), ts(1), None, True)]
+        rows = _build(spark, existing, [(*arriving, 1)]).collect()
+        assert len(rows) == 1 and rows[0]["is_current"]
+        winners.add(rows[0]["city"])
+    assert len(winners) == 1
 
 
 # --- properties -----------------------------------------------------------------------

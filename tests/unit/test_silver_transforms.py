@@ -6,13 +6,11 @@ import datetime as dt
 from decimal import Decimal
 
 from chispa import assert_df_equality
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipeline_lib.schemas import RATE
 from pipeline_lib.transforms.common import (
     clean_string,
-    keep_latest,
     parse_boolean,
     parse_decimal,
     parse_timestamp,
@@ -50,31 +48,25 @@ def test_parse_timestamp_offset_naive_and_garbage_to_utc(spark):
 
 def test_parse_decimal_and_boolean_with_try_cast_semantics(spark):
     source = spark.createDataFrame(
-        [("12.345", "TRUE"), ("1,5", "maybe"), (" ", None)], "amount string, flag string"
+        [("12.345", "TRUE"), ("1,5", "maybe"), (" ", None), ("12.34", "f"), ("1e2", "1"), ("NaN", "no")],
+        "amount string, flag string",
     )
+    money = T.DecimalType(18, 2)
     actual = [
         tuple(r)
-        for r in source.select(parse_decimal("amount", T.DecimalType(18, 2)), parse_boolean("flag")).collect()
+        for r in source.select(
+            parse_decimal("amount", money), parse_decimal("amount", money, exact=False), parse_boolean("flag")
+        ).collect()
     ]
-    assert actual == [(Decimal("12.35"), True), (None, None), (None, None)]
-
-
-def test_keep_latest_is_deterministic_on_ties(spark):
-    source = spark.createDataFrame(
-        [("a", 2, "x"), ("a", 2, "y"), ("a", 1, "z"), ("b", None, "w")],
-        "id string, version int, payload string",
-    )
-    keep = [
-        sorted(
-            tuple(r)
-            for r in keep_latest(
-                source.repartition(n), keys=["id"], order_by=[F.col("version").desc()]
-            ).collect()
-        )
-        for n in (1, 3)
+    # Money is never rounded: 12.345 does not fit two decimals and does not parse; a rate is rounded.
+    assert actual == [
+        (None, Decimal("12.35"), True),
+        (None, None, None),
+        (None, None, None),
+        (Decimal("12.34"), Decimal("12.34"), False),
+        (Decimal("100.00"), Decimal("100.00"), True),
+        (None, None, False),
     ]
-    assert keep[0] == keep[1]
-    assert [r[0] for r in keep[0]] == ["a", "b"] and keep[0][0][1] == 2
 
 
 RATES = T.StructType(

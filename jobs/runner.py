@@ -1,0 +1,211 @@
+"""The runner: which jobs of the graph run, in what order, and what a failure stops.
+
+For each as-of date (one run id each, oldest first), every selected job of
+:data:`jobs.graph.JOB_GRAPH`, in graph order, is one of:
+
+- **skipped**, before any Spark work, when nothing it reads has changed since its last
+  success: the Delta versions of its input tables (read from their ``_delta_log``), the
+  files delivered for its landing source (up to ``--as-of``), the settings that decide what
+  the tables hold (not paths or Spark's), and for the gold aggregates the as-of date, all
+  equal the state it saved then (``<lake>/ops/_state/<job>.json``,
+  :mod:`pipeline_lib.storage`). A skipped job starts no Spark job and commits nothing;
+- **blocked**, when a job it depends on (through its inputs) failed in this run;
+- **run**: :func:`jobs.framework.run_job` (lock, conflict retries, run record); on success
+  the state of what it read is saved.
+
+The Spark session is started when the first job has to run, so a run with nothing new
+costs a few file listings. A failed job stops only the jobs downstream of it; the run ends
+with :class:`~jobs.framework.JobFailedError` listing every failed and blocked job, one per
+line. Why the state is a small file beside the lake and not a Delta commit: it only says
+"nothing changed since"; losing it, or a crash before it is written, costs one run of a job
+that then finds nothing new (every job is idempotent and keeps its own incremental state
+in the lake), never a wrong or missing row. See docs/engine.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from jobs.framework import JobContext, JobFailedError, new_run_id, progress, run_job, save_run_records
+from jobs.graph import LANDING, JobSpec, downstream_of
+from pipeline_lib.config import PipelineConfig
+from pipeline_lib.runs import RunRecord
+from pipeline_lib.storage import UnreadableRootError, delta_version, landing_digest, read_state, write_state
+
+SUCCEEDED, FAILED, SKIPPED, BLOCKED = "succeeded", "failed", "skipped", "blocked"
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What became of one job in one run."""
+
+    job: str
+    status: str  # succeeded, failed, skipped, blocked
+    reason: str = ""
+
+
+SessionSource = SparkSession | Callable[[], SparkSession]
+
+
+def run_jobs(
+    spark: SessionSource,
+    config: PipelineConfig,
+    specs: Sequence[JobSpec],
+    dates: Sequence[dt.date | None],
+    *,
+    full_refresh: bool = False,
+    force: bool = False,
+) -> list[JobOutcome]:
+    """Run ``specs`` (graph order) once per as-of date, oldest first; skip idle jobs.
+
+    Args:
+        spark: The session, or a function that builds it (called once, when a job first
+            has to run).
+        full_refresh: Rebuild the selected tables from scratch (on the first date only: a
+            backfill builds on it); implies ``force``.
+        force: Run the jobs even when nothing they read has changed.
+
+    Returns:
+        Every job's outcome, date after date.
+
+    Raises:
+        JobFailedError: A job failed: the message has one line per failed or blocked job.
+            A backfill stops after the first date with a failure.
+    """
+    session = _LazySession(spark)
+    outcomes: list[JobOutcome] = []
+    for position, as_of in enumerate(dates):
+        run_id = new_run_id()
+        where = f"landing {config.paths.landing}, lake {config.paths.lake}"
+        count = f" ({position + 1}/{len(dates)})" if len(dates) > 1 else ""
+        header = f"run {run_id}" + (f" as of {as_of}{count}" if as_of is not None else "")
+        progress(f"{header}: {len(specs)} jobs, {where}")
+        refresh = full_refresh and position == 0
+        day = _run_day(session, config, specs, as_of, run_id, full_refresh=refresh, force=force or refresh)
+        outcomes += day
+        problems = [o for o in day if o.status in (FAILED, BLOCKED)]
+        skipped = sum(o.status == SKIPPED for o in day)
+        ran = sum(o.status == SUCCEEDED for o in day)
+        progress(f"{header}: {ran} ran, {skipped} skipped (nothing new), {len(problems)} failed or blocked")
+        if problems:
+            raise JobFailedError(
+                "\n".join(o.reason if o.status == FAILED else f"{o.job}: {o.reason}" for o in problems)
+            )
+    return outcomes
+
+
+def _run_day(
+    session: _LazySession,
+    config: PipelineConfig,
+    specs: Sequence[JobSpec],
+    as_of: dt.date | None,
+    run_id: str,
+    *,
+    full_refresh: bool,
+    force: bool,
+) -> list[JobOutcome]:
+    """Run one as-of date's jobs; their run records are appended together at the end."""
+    outcomes: list[JobOutcome] = []
+    records: list[RunRecord] = []
+    try:
+        for spec in specs:
+            outcomes.append(
+                _run_one(session, config, spec, as_of, run_id, outcomes, records, full_refresh, force)
+            )
+    finally:
+        if records:  # one bookkeeping commit per run, failed runs included
+            save_run_records(JobContext(spark=session.get(), config=config, run_id=run_id), records)
+    return outcomes
+
+
+def _run_one(
+    session: _LazySession,
+    config: PipelineConfig,
+    spec: JobSpec,
+    as_of: dt.date | None,
+    run_id: str,
+    before: Sequence[JobOutcome],
+    records: list[RunRecord],
+    full_refresh: bool,
+    force: bool,
+) -> JobOutcome:
+    name = spec.qualified_name
+    failed = [o.job for o in before if o.status == FAILED]
+    if name in downstream_of(failed):
+        reason = f"blocked: {', '.join(failed)} failed"
+        progress(f"{name}: {reason}")
+        return JobOutcome(name, BLOCKED, reason)
+    inputs = observe_inputs(spec, config, as_of)
+    if not force and inputs is not None:
+        idle = _idle_since(spec, config.paths.lake, inputs)
+        if idle is not None:
+            progress(f"{name}: skipped, nothing it reads changed since run {idle}")
+            return JobOutcome(name, SKIPPED, f"inputs unchanged since run {idle}")
+    ctx = JobContext(
+        spark=session.get(), config=config, run_id=run_id, as_of=as_of, full_refresh=full_refresh
+    )
+    try:
+        run_job(spec, ctx, records=records)
+    except JobFailedError as err:
+        return JobOutcome(name, FAILED, str(err))  # names the job: "<job>: <reason>"
+    if inputs is not None:
+        write_state(config.paths.lake, name, {"job": name, "run_id": run_id, "inputs": inputs})
+    return JobOutcome(name, SUCCEEDED)
+
+
+def observe_inputs(spec: JobSpec, config: PipelineConfig, as_of: dt.date | None) -> dict[str, Any] | None:
+    """What ``spec`` would read, as cheap facts: each input's Delta version or landing digest,
+    the configuration's fingerprint, and the as-of date for a job that uses it.
+
+    Returns:
+        The facts, or None when one of them cannot be read without Spark (then the job runs).
+    """
+    facts: dict[str, Any] = {"config": config.rules_fingerprint()}
+    if spec.uses_as_of:
+        facts["as_of"] = None if as_of is None else as_of.isoformat()
+    try:
+        for name in spec.inputs:
+            layer, _, table = name.partition(".")
+            if layer == LANDING:
+                facts[name] = landing_digest(config.paths.landing, table, as_of)
+            else:
+                facts[name] = delta_version(f"{config.paths.lake.rstrip('/')}/{layer}/{table}")
+    except UnreadableRootError:
+        return None
+    return facts
+
+
+def _idle_since(spec: JobSpec, lake: str, inputs: dict[str, Any]) -> str | None:
+    """The run id of the job's last success when nothing it reads changed since, else None.
+
+    Its main output must still be there too (a table deleted by hand is built again), unless
+    it never had anything to read.
+    """
+    state = read_state(lake, spec.qualified_name)
+    if state is None or state.get("inputs") != inputs:
+        return None
+    layer, _, table = spec.outputs[0].partition(".")
+    nothing_to_read = all(value is None for key, value in inputs.items() if key not in ("config", "as_of"))
+    try:
+        present = delta_version(f"{lake.rstrip('/')}/{layer}/{table}") is not None
+    except UnreadableRootError:
+        return None
+    return str(state.get("run_id")) if present or nothing_to_read else None
+
+
+class _LazySession:
+    """The Spark session, built on first use."""
+
+    def __init__(self, source: SessionSource) -> None:
+        self._source = source
+        self._session: SparkSession | None = source if isinstance(source, SparkSession) else None
+
+    def get(self) -> SparkSession:
+        if self._session is None:
+            self._session = self._source()  # type: ignore[operator]
+        return self._session
