@@ -1,8 +1,10 @@
 """What a run left in the lake, read without Spark: Delta commits and files, and run records.
 
 * :func:`scan_delta_logs` reads every commit file (``_delta_log/<version>.json``) of every
-  Delta table under the lake; :func:`files_written` diffs two scans, so the benchmark can say
-  how many data files (``add`` actions), bytes and commits each layer wrote.
+  Delta table under the lake, with the commit's time (``commitInfo``);
+  :func:`commits_between` picks the commits a process made (by time), :func:`by_area` sums
+  them per lake area and :func:`attribute_commits` per pipeline job (the job whose run
+  record's start and end hold the commit's time).
 * :func:`read_run_records` reads ``<lake>/ops/pipeline_runs`` through the ``deltalake``
   package (one row per job run, see ``pipeline_lib.runs``).
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +23,32 @@ DELTA_LOG = "_delta_log"
 
 @dataclass(frozen=True)
 class CommitStats:
-    """The actions of one Delta commit."""
+    """The actions of one Delta commit, and when it was made.
+
+    ``timestamp_ms`` is the commit's ``commitInfo`` time (``inCommitTimestamp`` when the
+    table has in-commit timestamps, else ``timestamp``: the writer's clock, milliseconds
+    since the epoch), or the commit file's modification time when it has no commitInfo.
+    """
 
     adds: int
     add_bytes: int
     removes: int
+    timestamp_ms: int = 0
+    operation: str = ""
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One commit of one table (``table`` relative to the lake, e.g. ``silver/orders``)."""
+
+    table: str
+    version: int
+    stats: CommitStats
+
+    @property
+    def area(self) -> str:
+        """``bronze``, ``silver``, ``gold``, ``quarantine`` or ``ops``."""
+        return self.table.split("/", 1)[0]
 
 
 @dataclass
@@ -57,6 +81,8 @@ def find_delta_tables(lake: Path) -> list[Path]:
 
 def _commit_stats(path: Path) -> CommitStats:
     adds = add_bytes = removes = 0
+    timestamp_ms: int | None = None
+    operation = ""
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             if not line.strip():
@@ -67,11 +93,19 @@ def _commit_stats(path: Path) -> CommitStats:
                 add_bytes += int(action["add"].get("size", 0))
             elif "remove" in action:
                 removes += 1
-    return CommitStats(adds, add_bytes, removes)
+            elif "commitInfo" in action:
+                info = action["commitInfo"]
+                moment = info.get("inCommitTimestamp", info.get("timestamp"))
+                timestamp_ms = int(moment) if moment is not None else None
+                operation = str(info.get("operation", ""))
+    if timestamp_ms is None:
+        timestamp_ms = path.stat().st_mtime_ns // 1_000_000
+    return CommitStats(adds, add_bytes, removes, timestamp_ms, operation)
 
 
 def scan_delta_logs(lake: Path) -> dict[str, dict[int, CommitStats]]:
-    """Per table (path relative to the lake, e.g. ``silver/orders``), the stats of every commit."""
+    """Per table (path relative to the lake, e.g. ``silver/orders``), the stats of every commit
+    whose commit file is still there (log cleanup removes old ones after a checkpoint)."""
     scan: dict[str, dict[int, CommitStats]] = {}
     for table in find_delta_tables(lake):
         commits: dict[int, CommitStats] = {}
@@ -83,25 +117,59 @@ def scan_delta_logs(lake: Path) -> dict[str, dict[int, CommitStats]]:
     return scan
 
 
-def files_written(
-    before: dict[str, dict[int, CommitStats]], after: dict[str, dict[int, CommitStats]]
-) -> dict[str, WriteStats]:
-    """Per lake area (``bronze``, ``silver``, ``gold``, ``quarantine``, ``ops``), what was committed
-    between two scans; ``total`` adds them up."""
-    areas: dict[str, WriteStats] = {}
+def commits_between(scan: dict[str, dict[int, CommitStats]], start_ms: int, end_ms: int) -> list[Commit]:
+    """The commits of every table made from ``start_ms`` to ``end_ms`` (inclusive), oldest first."""
+    found = [
+        Commit(table, version, stats)
+        for table, commits in scan.items()
+        for version, stats in commits.items()
+        if start_ms <= stats.timestamp_ms <= end_ms
+    ]
+    return sorted(found, key=lambda commit: (commit.stats.timestamp_ms, commit.table, commit.version))
+
+
+def _add(target: WriteStats, commits: list[Commit]) -> None:
+    target.commits += len(commits)
+    target.data_files_added += sum(c.stats.adds for c in commits)
+    target.bytes_added += sum(c.stats.add_bytes for c in commits)
+    target.data_files_removed += sum(c.stats.removes for c in commits)
+    target.tables_changed += len({c.table for c in commits})
+
+
+def by_area(commits: Sequence[Commit]) -> dict[str, WriteStats]:
+    """Per lake area (``bronze``, ``silver``, ``gold``, ``quarantine``, ``ops``), what ``commits``
+    wrote; ``total`` adds them up."""
+    areas: dict[str, list[Commit]] = {}
+    for commit in commits:
+        areas.setdefault(commit.area, []).append(commit)
+    result: dict[str, WriteStats] = {}
+    for area in sorted(areas):
+        result[area] = WriteStats()
+        _add(result[area], areas[area])
     total = WriteStats()
-    for table, commits in after.items():
-        new = [stats for version, stats in commits.items() if version not in before.get(table, {})]
-        if not new:
-            continue
-        area = areas.setdefault(table.split("/", 1)[0], WriteStats())
-        for target in (area, total):
-            target.commits += len(new)
-            target.data_files_added += sum(s.adds for s in new)
-            target.bytes_added += sum(s.add_bytes for s in new)
-            target.data_files_removed += sum(s.removes for s in new)
-            target.tables_changed += 1
-    return {**dict(sorted(areas.items())), "total": total}
+    _add(total, list(commits))
+    return {**result, "total": total}
+
+
+OUTSIDE_JOBS = "(outside jobs)"
+
+
+def attribute_commits(
+    commits: Sequence[Commit], windows: Sequence[tuple[str, int, int]]
+) -> dict[str, WriteStats]:
+    """Per pipeline job, the commits made within its run: ``windows`` are ``(job, start_ms,
+    end_ms)`` from the run records. Commits outside every window (a job's run record is
+    appended just after its ``ended_at``) are under :data:`OUTSIDE_JOBS`."""
+    grouped: dict[str, list[Commit]] = {}
+    for commit in commits:
+        moment = commit.stats.timestamp_ms
+        owner = next((job for job, start, end in windows if start <= moment <= end), OUTSIDE_JOBS)
+        grouped.setdefault(owner, []).append(commit)
+    result: dict[str, WriteStats] = {}
+    for owner, owned in grouped.items():
+        result[owner] = WriteStats()
+        _add(result[owner], owned)
+    return result
 
 
 def lake_footprint(lake: Path) -> dict[str, int]:

@@ -23,6 +23,8 @@ rows as multisets (decimals exact, doubles to 12 decimal places, same columns an
 from __future__ import annotations
 
 import datetime as dt
+import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -445,4 +447,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Leave without the interpreter's shutdown: deltalake's threads can abort a normal exit
+    # ("terminate called without an active exception", delta-io/delta-rs#2184).
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

@@ -1,13 +1,17 @@
 """Turn a benchmark's results into files: JSON, a Markdown table, PNG charts, and the index.
 
 * ``<out>/<scale>/bench.json``: everything measured (the source of the other files);
-* ``<out>/<scale>/bench.md``: the headline ratios against the targets, then per layer and
-  per job tables and where the time went;
-* ``<out>/<scale>/bench.png``: seconds per layer (full and incremental run) beside the
-  floor and the peer, and seconds per job of the full run;
+* ``<out>/<scale>/bench.md``: the measures against the targets, then the runs, one table
+  per run with a row per job (full, no-op, incremental), the backfill, where the time went;
+* ``<out>/<scale>/bench.png``: seconds of each run beside the floor and the peer, and
+  seconds per job of the full run;
 * ``<out>/README.md`` and ``<out>/scaling.png``: the machine, and every scale measured so far,
   with a link to ``<out>/ANALYSIS.md`` (hand-written: the targets read against the profiles)
   when that file exists.
+
+Results of the earlier format (``format`` absent: one process per layer, before the job
+graph's runner) are not rebuilt: their ``bench.md`` and ``bench.png`` stay as written, and
+the index lists them in a table of their own.
 
     python -m bench.report bench/results      # rebuild every bench.md/png and the index from the JSON
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +31,43 @@ import matplotlib.pyplot as plt
 
 # A hand-written reading of the results (targets, gaps, profiles), kept beside the generated index.
 ANALYSIS = "ANALYSIS.md"
-LAYER_COLORS = {"bronze": "#b08d57", "silver": "#9aa5b1", "gold": "#d4af37"}
+FORMAT = 2  # bench.run.RESULTS_FORMAT (not imported: this module reads results without the pipeline)
 _RATIO_LABELS = {
-    "pipeline_over_floor": "full pipeline / floor (Spark)",
+    "noop_over_full": "no-op run / full run",
     "incremental_over_full": "incremental day / full run",
+    "full_over_floor": "full run / Spark floor",
+    "backfill_daily_over_blocks": "bronze backfill: 120 daily folders / 12 folders",
     "spark_over_duckdb": "Spark / DuckDB (the two aggregates)",
+    "paris_over_utc": "full run with TZ=Europe/Paris / with TZ=UTC",
 }
+_HEADLINE_LABELS = {
+    "noop_over_full": "no-op/full",
+    "incremental_over_full": "incremental/full",
+    "full_over_floor": "full/floor",
+    "backfill_daily_over_blocks": "120/12 folders",
+    "spark_over_duckdb": "Spark/DuckDB",
+    "paris_over_utc": "Paris/UTC",
+}
+_RUN_LABELS = {
+    "full": "full run (`run --layer all`, first days)",
+    "noop": "no-op run (same command, nothing new)",
+    "paris": "full run, TZ=Europe/Paris (fresh lake)",
+    "incremental": "incremental day (`run --layer all`)",
+}
+_RUN_COLORS = {
+    "full": "#4c72b0",
+    "noop": "#8c8c8c",
+    "paris": "#64b5cd",
+    "incremental": "#dd8452",
+    "floor": "#55a868",
+    "aggregates": "#c44e52",
+    "backfill": "#b08d57",
+}
+
+
+def is_current(results: dict[str, Any]) -> bool:
+    """Whether ``results`` has this module's format (not the earlier one-process-per-layer one)."""
+    return results.get("format") == FORMAT
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -55,46 +91,285 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines
 
 
+def _ok(results: dict[str, Any], name: str) -> dict[str, Any]:
+    """A step's results, or an empty dict when it was not made or failed."""
+    step = results.get(name)
+    return step if isinstance(step, dict) and "error" not in step else {}
+
+
+def _failed(results: dict[str, Any], name: str) -> str | None:
+    """The error of a step that failed, shortened; None when it did not fail."""
+    step = results.get(name)
+    if isinstance(step, dict) and "error" in step:
+        return f"failed: {step['error'][:160]}"
+    return None
+
+
+def _jobs(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The jobs of the full run (each layer's, for results of the earlier format)."""
+    full = results["full"]
+    if is_current(results):
+        return list(full["jobs"])
+    return [job for layer in full["layers"] for job in layer["jobs"]]
+
+
 def click_events(results: dict[str, Any]) -> int:
     """Click events ingested by the full run (bronze.clicks rows read)."""
-    bronze = results["full"]["layers"][0]
-    return sum(job["rows_read"] for job in bronze["jobs"] if job["job"] == "bronze.clicks")
+    return sum(job.get("rows_read", 0) for job in _jobs(results) if job["job"] == "bronze.clicks")
 
 
 def landing_rows(results: dict[str, Any]) -> int:
     """Rows of the full run's landing zone (bronze rows read)."""
-    return int(results["full"]["layers"][0]["rows_read"])
+    return sum(job.get("rows_read", 0) for job in _jobs(results) if job["job"].startswith("bronze."))
 
 
 def headline(results: dict[str, Any]) -> str:
-    """One line: the scale and the three ratios."""
+    """One line: the scale, the full run and the ratios."""
     values = results["ratios"]["values"]
     parts = [f"scale {results['scale']:g}: full {results['full']['seconds']:.0f}s"]
-    parts.append(f"pipeline/floor {_fmt(values['pipeline_over_floor'], 2)}")
-    parts.append(f"incremental/full {_fmt(values['incremental_over_full'], 2)}")
-    parts.append(f"Spark/DuckDB {_fmt(values['spark_over_duckdb'], 2)}")
-    parts.append("peer equal" if results["peer"].get("equal") else "peer DIFFERENT or failed")
+    parts += [f"{label} {_fmt(values.get(name), 3)}" for name, label in _HEADLINE_LABELS.items()]
+    parts.append("peer equal" if _ok(results, "peer").get("equal") else "peer DIFFERENT or failed")
     return ", ".join(parts)
 
 
-def _status(met: bool | None, scale: float, target_scale: float) -> str:
+def _verdict(met: bool | None, beyond: bool | None) -> str:
     if met is None:
         return "-"
-    word = "met" if met else "missed"
-    return word if scale == target_scale else f"{word} (target is for scale {target_scale:g})"
+    if beyond:
+        return "yes, beyond"
+    return "yes" if met else "no"
+
+
+def targets_table(results: dict[str, Any]) -> list[str]:
+    """measure | value | target | beyond | met, for every target, then the checks and side ratios."""
+    ratios = results["ratios"]
+    values = ratios["values"]
+    rows = []
+    for name, label in _RATIO_LABELS.items():
+        target = ratios["targets"][name]
+        rows.append(
+            [
+                label,
+                _fmt(values.get(name), 3),
+                f"<= {target['target']:g}",
+                "-" if target["beyond"] is None else f"<= {target['beyond']:g}",
+                _verdict(ratios["met"].get(name), ratios["beyond"].get(name)),
+            ]
+        )
+    noop = _ok(results, "noop")
+    if noop:
+        everything_skipped = not noop["runner"]["ran"] and not noop["runner"]["failed"]
+        rows.append(
+            ["no-op run: every job skipped", _fmt(everything_skipped), "yes", "-", _fmt(everything_skipped)]
+        )
+    peer = _ok(results, "peer")
+    if peer:
+        rows.append(
+            ["DuckDB outputs equal Spark's gold rows", _fmt(peer["equal"]), "yes", "-", _fmt(peer["equal"])]
+        )
+    backfilled = _ok(results, "backfill")
+    if backfilled:
+        equal = backfilled["rows_equal"]
+        rows.append(["backfill: both layouts read the same rows", _fmt(equal), "yes", "-", _fmt(equal)])
+    rows.append(
+        ["full run / Spark floor, in CPU seconds", _fmt(values.get("full_over_floor_cpu"), 3)] + ["-"] * 3
+    )
+    rows.append(["full run / pyarrow floor", _fmt(values.get("full_over_pyarrow_floor"), 3)] + ["-"] * 3)
+    rows.append(
+        ["full run TZ=Europe/Paris / UTC, in CPU seconds", _fmt(values.get("paris_over_utc_cpu"), 3)]
+        + ["-"] * 3
+    )
+    lines = _table(["measure", "value", "target", "beyond", "met"], rows)
+    if results["scale"] != ratios["target_scale"]:
+        lines += ["", f"The targets are set for scale {ratios['target_scale']:g} on 2 cores."]
+    return lines
+
+
+def _run_row(label: str, run: dict[str, Any]) -> list[Any]:
+    runner = run["runner"]
+    return [
+        label,
+        run["seconds"],
+        run["cpu_s"],
+        run["peak_driver_mb"],
+        len(runner["ran"]),
+        len(runner["skipped"]),
+        len(runner["failed"]) + len(runner["blocked"]),
+        run["rows_read"],
+        run["rows_per_s"],
+        run["delta_commits"],
+        (run["spark_event_log"] or {}).get("spark_jobs", 0),
+    ]
+
+
+def _process_row(
+    label: str, seconds: Any, cpu_s: float | None = None, peak_mb: int | None = None
+) -> list[Any]:
+    """A row of the runs table for a process that is not a pipeline run (or a step that failed)."""
+    return [label, seconds, cpu_s, peak_mb, *[None] * 7]
+
+
+def times_table(results: dict[str, Any]) -> list[str]:
+    """One row per measured process: the pipeline runs, the floors, the peer, the backfill."""
+    rows: list[list[Any]] = []
+    for name, label in _RUN_LABELS.items():
+        run = _ok(results, name)
+        if run:
+            rows.append(_run_row(label, run))
+        elif _failed(results, name):
+            rows.append(_process_row(label, _failed(results, name)))
+    floor = _ok(results, "floor")
+    if floor:
+        spark = floor["spark"]
+        rows.append(
+            _process_row(
+                "floor, Spark (1 process)", spark["seconds"], spark["cpu_s"], spark["peak_tree_rss_mb"]
+            )
+        )
+        rows[-1][10] = (spark.get("event_log") or {}).get("spark_jobs")
+        rows.append(_process_row("floor, pyarrow (in process)", floor["pyarrow"]["seconds"]))
+        rows[-1][7] = floor["pyarrow"].get("rows")
+    elif _failed(results, "floor"):
+        rows.append(_process_row("floor", _failed(results, "floor")))
+    peer = _ok(results, "peer")
+    if peer:
+        rows.append(
+            _process_row("Spark: the two aggregate jobs (run records of the full run)", peer["spark_jobs_s"])
+        )
+        label = (
+            f"DuckDB: read {peer['read_s']:.2f} + compute {peer['compute_s']:.2f} "
+            f"+ write {peer['write_s']:.2f}"
+        )
+        rows.append(_process_row(label, peer["total_s"], None, peer["peak_tree_rss_mb"]))
+    elif _failed(results, "peer"):
+        rows.append(_process_row("DuckDB peer", _failed(results, "peer")))
+    backfilled = _ok(results, "backfill")
+    if backfilled:
+        for key, folders in (("daily", backfilled["days"]), ("blocks", backfilled["folders"])):
+            rows.append(_run_row(f"backfill, `run --layer bronze`, {folders} folders", backfilled[key]))
+    elif _failed(results, "backfill"):
+        rows.append(_process_row("backfill", _failed(results, "backfill")))
+    header = ["run", "wall s", "CPU s", "peak driver MB", "jobs ran", "skipped", "failed", "rows read"]
+    return _table([*header, "rows/s", "Delta commits", "Spark jobs"], rows)
+
+
+def jobs_table(
+    run: dict[str, Any], *, compare: dict[str, Any] | None = None, compare_label: str = ""
+) -> list[str]:
+    """One row per job of a run: status, seconds, rows, Spark jobs, Delta commits; then the totals.
+
+    ``compare`` (another run of the same jobs) adds a column with its seconds per job.
+    """
+    other = {job["job"]: job.get("seconds") for job in (compare or {}).get("jobs", [])}
+    rows = []
+    for job in run["jobs"]:
+        row = [
+            job["job"],
+            job["status"],
+            job.get("seconds"),
+            job.get("rows_read"),
+            job.get("rows_per_s"),
+            job.get("spark_jobs"),
+            job.get("busy_s"),
+            job.get("delta_commits"),
+        ]
+        rows.append(row + ([other.get(job["job"])] if compare else []))
+    events = run["spark_event_log"] or {}
+    between = run.get("spark_jobs_outside_pipeline_jobs") or {}
+    rows.append(
+        [
+            "(outside jobs: start, bookkeeping, shutdown)",
+            "",
+            run["outside_jobs_s"],
+            None,
+            None,
+            between.get("spark_jobs"),
+            between.get("busy_s"),
+            run["delta_commits_outside_jobs"],
+        ]
+        + ([None] if compare else [])
+    )
+    rows.append(
+        [
+            "**total**",
+            f"{len(run['runner']['ran'])} ran, {len(run['runner']['skipped'])} skipped",
+            run["seconds"],
+            run["rows_read"],
+            run["rows_per_s"],
+            events.get("spark_jobs", 0),
+            events.get("busy_s"),
+            run["delta_commits"],
+        ]
+        + ([compare["seconds"]] if compare else [])
+    )
+    header = ["job", "status", "s", "rows read", "rows/s", "Spark jobs", "Spark busy s", "Delta commits"]
+    return _table(header + ([compare_label] if compare else []), rows)
+
+
+def backfill_section(backfilled: dict[str, Any]) -> list[str]:
+    """The two bronze runs side by side: layouts, totals, and seconds per bronze job."""
+    daily, blocks = backfilled["daily"], backfilled["blocks"]
+    lines = [
+        f"{backfilled['days']} days generated at scale {backfilled['scale']:g} (seed {backfilled['seed']}, "
+        f"from {backfilled['start']}): {sum(backfilled['rows_generated'].values()):,} rows. The same files "
+        f"as {backfilled['days']} daily delivery folders per source, and regrouped into "
+        f"{backfilled['folders']} folders per source "
+        f"({backfilled['days'] // backfilled['folders']} days each: "
+        "CSV under one header, JSON Lines concatenated, gzip recompressed); each layout ingested by one "
+        "`run --layer bronze` into a fresh lake.",
+        "",
+    ]
+    rows = []
+    for label, layout, run in (
+        (f"{backfilled['days']} folders", backfilled["daily_layout"], daily),
+        (f"{backfilled['folders']} folders", backfilled["blocks_layout"], blocks),
+    ):
+        rows.append(
+            [
+                label,
+                layout["files"],
+                round(layout["bytes"] / 2**20, 1),
+                run["seconds"],
+                run["cpu_s"],
+                run["jobs_s"],
+                run["rows_read"],
+                run["rows_per_s"],
+                (run["spark_event_log"] or {}).get("spark_jobs", 0),
+                run["delta_commits"],
+            ]
+        )
+    header = ["layout", "files", "MB", "wall s", "CPU s", "in jobs s", "rows read", "rows/s", "Spark jobs"]
+    lines += _table([*header, "Delta commits"], rows)
+    seconds_of = {job["job"]: job.get("seconds") for job in blocks["jobs"]}
+    spark_of = {job["job"]: job.get("spark_jobs") for job in blocks["jobs"]}
+    lines += ["", "Per bronze job:", ""]
+    lines += _table(
+        [
+            "job",
+            f"{backfilled['days']} folders s",
+            f"{backfilled['folders']} folders s",
+            "rows read",
+            f"Spark jobs ({backfilled['days']} / {backfilled['folders']})",
+        ],
+        [
+            [
+                job["job"],
+                job.get("seconds"),
+                seconds_of.get(job["job"]),
+                job.get("rows_read"),
+                f"{_fmt(job.get('spark_jobs'))} / {_fmt(spark_of.get(job['job']))}",
+            ]
+            for job in daily["jobs"]
+        ],
+    )
+    return lines
 
 
 def markdown(results: dict[str, Any]) -> str:
     """The Markdown report of one scale."""
     scale = results["scale"]
     machine = results["machine"]
-    ratios = results["ratios"]
-    full, incremental, peer, floor = (
-        results["full"],
-        results.get("incremental"),
-        results["peer"],
-        results["floor"],
-    )
+    full, generated = results["full"], results["generate"]
     lines = [
         f"# Benchmark at scale {scale:g}",
         "",
@@ -104,279 +379,164 @@ def markdown(results: dict[str, Any]) -> str:
         f"{machine['cores']} the timings are slowed by other work, compare CPU seconds). "
         f"Code: {results.get('code', '?')}.",
         "",
-        f"Data: {results['generate']['days']} days from {results['generate']['start']}, "
+        f"Data: {generated['days']} days from {generated['start']}, "
         f"{landing_rows(results):,} landing rows ({click_events(results):,} click events) in "
-        f"{results['generate']['landing_files_full_run']} files, "
-        f"{results['generate']['landing_bytes_full_run'] / 2**20:.1f} MB; the incremental day is "
-        f"{results['generate']['held_back_day']}.",
+        f"{generated['landing_files_full_run']} files, "
+        f"{generated['landing_bytes_full_run'] / 2**20:.1f} MB; the incremental day is "
+        f"{generated['held_back_day']}. Every run is one fresh `ecom-pipeline` process with TZ=UTC "
+        "unless said.",
         "",
         "## Targets",
         "",
+        *targets_table(results),
+        "",
+        "## Runs",
+        "",
+        *times_table(results),
+        "",
+        "*peak driver*: high-water marks of the Python driver and its JVM (from `/proc`). *jobs ran / "
+        "skipped / failed*: from the runner's progress lines. *rows read*: the run records' sum; "
+        "*rows/s*: rows read / wall s. *Delta commits*: every commit of every table of the lake made "
+        "while the process ran (`_delta_log`, `ops` bookkeeping tables included). *Spark jobs*: "
+        "from the Spark event log.",
+        "",
+        "## Full run, per job",
+        "",
     ]
-    rows = []
-    for name, label in _RATIO_LABELS.items():
-        rows.append(
-            [
-                label,
-                _fmt(ratios["values"][name], 3),
-                f"<= {ratios['targets'][name]:g}",
-                _status(ratios["met"][name], scale, ratios["target_scale"]),
-            ]
-        )
-    rows.append(
-        [
-            "full pipeline / floor (Spark), in CPU seconds",
-            _fmt(ratios["values"].get("pipeline_over_floor_cpu"), 3),
-            "-",
-            "-",
-        ]
-    )
-    rows.append(
-        [
-            "full pipeline / floor (pyarrow)",
-            _fmt(ratios["values"]["pipeline_over_pyarrow_floor"], 3),
-            "-",
-            "-",
-        ]
-    )
-    rows.append(
-        [
-            "DuckDB outputs equal Spark's gold rows",
-            "yes" if peer["equal"] else "NO",
-            "yes",
-            "met" if peer["equal"] else "missed",
-        ]
-    )
-    lines += _table(["measure", "value", "target", "status"], rows)
-    lines += ["", "## Times", ""]
-    rows = [
-        ["full pipeline (3 cold layer processes)", full["seconds"], full["cpu_s"], full["peak_driver_mb"]],
-        [
-            "floor, Spark (1 cold process)",
-            floor["spark"]["seconds"],
-            floor["spark"]["cpu_s"],
-            floor["spark"]["peak_tree_rss_mb"],
-        ],
-        ["floor, pyarrow (in process)", floor["pyarrow"]["seconds"], None, None],
-    ]
-    if incremental:
-        rows.append(
-            [
-                "incremental day (3 cold layer processes)",
-                incremental["seconds"],
-                incremental["cpu_s"],
-                incremental["peak_driver_mb"],
-            ]
-        )
-    rows.append(["Spark: the two aggregate jobs (from run records)", peer["spark_jobs_s"], None, None])
-    rows.append(
-        [
-            f"DuckDB: read {peer['read_s']:.2f} + compute {peer['compute_s']:.2f} "
-            f"+ write {peer['write_s']:.2f}",
-            peer["total_s"],
-            None,
-            peer["peak_tree_rss_mb"],
-        ]
-    )
-    lines += _table(["what", "wall s", "CPU s", "peak memory MB"], rows)
-    lines += ["", "## Per layer", ""]
-    rows = []
-    for phase_name, phase in (("full", full), ("incremental", incremental)):
-        for layer in (phase or {}).get("layers", []):
-            events = layer["spark_event_log"] or {}
-            delta = layer["delta_written"]["total"]
-            ops = layer["delta_written"].get("ops", {})
-            rows.append(
-                [
-                    phase_name,
-                    layer["layer"],
-                    layer["seconds"],
-                    layer["cpu_s"],
-                    layer["jobs_s"],
-                    layer["outside_jobs_s"],
-                    layer["rows_read"],
-                    layer["rows_written"],
-                    layer["rows_per_s"],
-                    layer.get("peak_driver_mb"),
-                    layer["peak_jvm_hwm_mb"],
-                    f"{delta['commits']} ({ops.get('commits', 0)} ops)",
-                    f"{delta['data_files_added']} ({ops.get('data_files_added', 0)} ops)",
-                    round(delta["bytes_added"] / 2**20, 1),
-                    events.get("spark_jobs"),
-                    events.get("busy_s"),
-                    events.get("task_s"),
-                ]
-            )
-    lines += _table(
-        [
-            "run",
-            "layer",
-            "wall s",
-            "CPU s",
-            "in jobs s",
-            "outside jobs s",
-            "rows read",
-            "rows written",
-            "rows/s",
-            "peak driver MB",
-            "JVM HWM MB",
-            "Delta commits",
-            "files written",
-            "MB written",
-            "Spark jobs",
-            "Spark busy s",
-            "task s",
-        ],
-        rows,
-    )
+    paris = _ok(results, "paris")
+    lines += jobs_table(full, compare=paris or None, compare_label="TZ=Paris s")
     lines += [
         "",
-        "*wall s*: the layer's process, start to exit. *in jobs s*: the sum of its jobs' run records; "
-        "*outside jobs s*: the rest (Python and JVM start, session, shutdown). *rows/s*: rows read / wall s. "
-        "*peak driver*: high-water marks of the Python driver and its JVM (from `/proc`). *Delta commits*, "
-        "*files written*: commits and `add` actions in every table the layer touched; in brackets those "
-        "of the bookkeeping tables under `ops/` (run records, file log, watermarks, quality metrics). "
-        "*Spark busy s*: time with at least one Spark job running (event log); *task s*: executor time "
-        "summed over tasks.",
-        "",
-        "## Per job (full run)",
-        "",
+        "*s*: the job's run record (`ended_at - started_at`). *Spark jobs*, *Spark busy s*: the Spark "
+        "jobs started within the job's run record (event log), and the time at least one of them ran. "
+        "*Delta commits*: the commits whose `commitInfo` time falls within the job's run record; "
+        "commits made outside every job's run (the run records themselves, written after the jobs) "
+        "count under *outside jobs* (`delta_commits_outside_jobs_by_table` in `bench.json`).",
     ]
-    rows = []
-    for layer in full["layers"]:
-        for job in layer["jobs"]:
-            rows.append(
-                [
-                    job["job"],
-                    job["seconds"],
-                    job["rows_read"],
-                    job["rows_written"],
-                    job["rows_quarantined"],
-                    job["spark_jobs"],
-                    job["busy_s"],
-                    round(job["seconds"] - job["busy_s"], 2),
-                ]
-            )
-    lines += _table(
-        [
-            "job",
-            "s",
-            "rows read",
-            "rows written",
-            "quarantined",
-            "Spark jobs",
-            "Spark busy s",
-            "driver-only s",
-        ],
-        rows,
-    )
-    lines += ["", "## Where the time goes", "", *where_time_goes(results)]
-    lines += ["", f"Peer comparison as of {peer['as_of_date']}:"]
-    lines += [f"- {table}: {comparison['summary']}" for table, comparison in peer["comparison"].items()]
-    lines += ["", "## Spark jobs by kind (full run, all layers)", ""]
+    for name, title in (("noop", "No-op run, per job"), ("incremental", "Incremental run, per job")):
+        run = _ok(results, name)
+        lines += ["", f"## {title}", ""]
+        if run:
+            lines += jobs_table(run, compare=full, compare_label="full run s")
+        else:
+            lines.append(_failed(results, name) or "Not measured.")
+    lines += ["", "## Backfill of many small deliveries", ""]
+    backfilled = _ok(results, "backfill")
+    lines += backfill_section(backfilled) if backfilled else [_failed(results, "backfill") or "Not measured."]
+    lines += ["", "## Where the time goes (full run)", "", *where_time_goes(results)]
+    peer = _ok(results, "peer")
+    if peer:
+        lines += ["", f"Peer comparison as of {peer['as_of_date']}:"]
+        lines += [f"- {table}: {comparison['summary']}" for table, comparison in peer["comparison"].items()]
+    lines += ["", "## Spark jobs by kind (full run)", ""]
     lines += _table(
         ["Spark job (call site)", "count", "seconds"],
-        [[k["what"], k["count"], k["seconds"]] for k in kinds(full)],
+        [
+            [k["what"], k["count"], k["seconds"]]
+            for k in (full["spark_event_log"] or {}).get("jobs_by_kind", [])
+        ],
     )
-    if not incremental:
-        lines += ["", "The incremental run was not made (or did not finish)."]
     bench_s = results.get("bench_seconds")
     lines += ["", f"Benchmark wall time {_fmt(bench_s, 0)}s. Raw numbers: `bench.json`.", ""]
     return "\n".join(lines)
 
 
-def kinds(phase: dict[str, Any], top: int = 12) -> list[dict[str, Any]]:
-    """The Spark jobs of a run's layers grouped by call site, most seconds first."""
-    merged: dict[str, dict[str, Any]] = {}
-    for layer in phase["layers"]:
-        for kind in (layer.get("spark_event_log") or {}).get("jobs_by_kind", []):
-            entry = merged.setdefault(kind["what"], {"what": kind["what"], "count": 0, "seconds": 0.0})
-            entry["count"] += kind["count"]
-            entry["seconds"] = round(entry["seconds"] + kind["seconds"], 2)
-    return sorted(merged.values(), key=lambda kind: kind["seconds"], reverse=True)[:top]
-
-
 def where_time_goes(results: dict[str, Any]) -> list[str]:
     """Bullet points that split the full run into fixed overhead and data work."""
     full = results["full"]
-    layers = full["layers"]
-    jobs = [job for layer in layers for job in layer["jobs"]]
-    outside = sum(layer["outside_jobs_s"] for layer in layers)
-    busy = sum(job["busy_s"] for job in jobs)
+    jobs = [job for job in full["jobs"] if "seconds" in job]
+    events = full["spark_event_log"] or {}
+    busy = sum(job.get("busy_s", 0.0) for job in jobs)
     in_jobs = sum(job["seconds"] for job in jobs)
-    spark_jobs = sum(job["spark_jobs"] for job in jobs)
-    tasks = sum((layer["spark_event_log"] or {}).get("tasks", 0) for layer in layers)
-    task_s = sum((layer["spark_event_log"] or {}).get("task_s", 0.0) for layer in layers)
-    task_cpu_s = sum((layer["spark_event_log"] or {}).get("task_cpu_s", 0.0) for layer in layers)
-    commits = full["delta_commits"]
-    ops_commits = sum(layer["delta_written"].get("ops", {}).get("commits", 0) for layer in layers)
+    spark_jobs = sum(job.get("spark_jobs", 0) for job in jobs)
+    ops_commits = full["delta"].get("ops", {}).get("commits", 0)
+    seconds = full["seconds"] or 1.0
     lines = [
-        f"- {len(jobs)} pipeline jobs in {full['seconds']:.0f}s: {outside:.0f}s "
-        f"({100 * outside / full['seconds']:.0f}%) outside any job (3 process and JVM starts, "
-        f"session, shutdown), {in_jobs:.0f}s in jobs.",
-        f"- Inside the jobs, Spark ran {spark_jobs:,} Spark jobs ({tasks:,} tasks) and was busy "
-        f"{busy:.0f}s; the other {in_jobs - busy:.0f}s are driver-only (planning, Delta log "
-        f"reads and commits, Python). Executors worked {task_s:.0f} task-seconds in all, "
-        f"{task_cpu_s:.0f} of them on a CPU (the whole run used {full['cpu_s']:.0f} CPU seconds).",
-        f"- {commits:,} Delta commits ({ops_commits} of them to the `ops` bookkeeping tables), "
-        f"{full['delta_data_files_added']:,} data files written; "
-        f"per job: {in_jobs / max(len(jobs), 1):.1f}s and "
-        f"{spark_jobs / max(len(jobs), 1):.0f} Spark jobs on average.",
-        f"- The Spark floor took {results['floor']['spark']['seconds']:.0f}s, of which "
-        f"{results['floor']['spark']['session_s']:.0f}s to start the session and "
-        f"{results['floor']['spark']['work_s']:.0f}s to read and write.",
+        f"- {len(jobs)} pipeline jobs ran in one process of {full['seconds']:.0f}s: "
+        f"{full['outside_jobs_s']:.0f}s ({100 * full['outside_jobs_s'] / seconds:.0f}%) outside any job "
+        f"(process and JVM start, session, run records, shutdown), {in_jobs:.0f}s in jobs.",
+        f"- Inside the jobs, Spark ran {spark_jobs:,} Spark jobs ({events.get('tasks', 0):,} tasks in the "
+        f"whole process) and was busy {busy:.0f}s; the other {in_jobs - busy:.0f}s are driver-only "
+        f"(planning, Delta log reads and commits, Python). Executors worked "
+        f"{events.get('task_s', 0.0):.0f} task-seconds, {events.get('task_cpu_s', 0.0):.0f} of them on a "
+        f"CPU (the whole process used {full['cpu_s']:.0f} CPU seconds).",
+        f"- {full['delta_commits']:,} Delta commits ({ops_commits} of them to the `ops` bookkeeping "
+        f"tables, {full['delta_commits_outside_jobs']} outside any job's run record), "
+        f"{full['delta_data_files_added']:,} data files written; per job "
+        f"{in_jobs / max(len(jobs), 1):.1f}s, {spark_jobs / max(len(jobs), 1):.0f} Spark jobs and "
+        f"{(full['delta_commits'] - full['delta_commits_outside_jobs']) / max(len(jobs), 1):.1f} "
+        "Delta commits on average.",
     ]
+    floor = _ok(results, "floor")
+    if floor:
+        spark = floor["spark"]
+        lines.append(
+            f"- The Spark floor took {spark['seconds']:.0f}s, of which {spark['session_s']:.0f}s to start "
+            f"the session and {spark['work_s']:.0f}s to read and write."
+        )
     slowest = sorted(jobs, key=lambda job: job["seconds"], reverse=True)[:5]
     lines.append(
         "- Slowest jobs: "
-        + ", ".join(f"{job['job']} {job['seconds']:.0f}s ({job['spark_jobs']} Spark jobs)" for job in slowest)
+        + ", ".join(
+            f"{job['job']} {job['seconds']:.0f}s ({job.get('spark_jobs', 0)} Spark jobs, "
+            f"{job.get('delta_commits', 0)} commits)"
+            for job in slowest
+        )
         + "."
     )
     return lines
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
-    """Seconds per layer beside the floor and the peer, and seconds per job of the full run."""
+    """Seconds of each run beside the floor and the peer, and seconds per job of the full run."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(14, 6), gridspec_kw={"width_ratios": [1, 1.3]})
-    bars: list[tuple[str, dict[str, float]]] = []
-    for phase in ("full", "incremental"):
-        if results.get(phase):
-            bars.append(
-                (f"{phase} run", {layer["layer"]: layer["seconds"] for layer in results[phase]["layers"]})
+    bars: list[tuple[str, float, str]] = []
+    for name, label in (
+        ("full", "full run"),
+        ("noop", "no-op run"),
+        ("paris", "full, TZ=Paris"),
+        ("incremental", "incremental"),
+    ):
+        if _ok(results, name):
+            bars.append((label, results[name]["seconds"], _RUN_COLORS[name]))
+    floor = _ok(results, "floor")
+    if floor:
+        bars.append(("floor (Spark)", floor["spark"]["seconds"], _RUN_COLORS["floor"]))
+        bars.append(("floor (pyarrow)", floor["pyarrow"]["seconds"], _RUN_COLORS["floor"]))
+    peer = _ok(results, "peer")
+    if peer:
+        bars.append(("aggregates, Spark", peer["spark_jobs_s"], _RUN_COLORS["aggregates"]))
+        bars.append(("aggregates, DuckDB", peer["total_s"], _RUN_COLORS["aggregates"]))
+    backfilled = _ok(results, "backfill")
+    if backfilled:
+        bars.append(
+            (f"bronze, {backfilled['days']} folders", backfilled["daily"]["seconds"], _RUN_COLORS["backfill"])
+        )
+        bars.append(
+            (
+                f"bronze, {backfilled['folders']} folders",
+                backfilled["blocks"]["seconds"],
+                _RUN_COLORS["backfill"],
             )
-    bars.append(("floor (Spark)", {"floor": results["floor"]["spark"]["seconds"]}))
-    bars.append(("floor (pyarrow)", {"floor": results["floor"]["pyarrow"]["seconds"]}))
-    bars.append(("aggregates, Spark", {"aggregates": results["peer"]["spark_jobs_s"]}))
-    bars.append(("aggregates, DuckDB", {"aggregates": results["peer"]["total_s"]}))
-    colors = {**LAYER_COLORS, "floor": "#4c72b0", "aggregates": "#55a868"}
-    labels = [label for label, _ in bars]
-    for index, (_label, parts) in enumerate(bars):
-        bottom = 0.0
-        for part, seconds in parts.items():
-            left.bar(
-                index,
-                seconds,
-                bottom=bottom,
-                color=colors[part],
-                label=part if part in LAYER_COLORS else None,
-            )
-            bottom += seconds
-        left.text(index, bottom, f"{bottom:.1f}s", ha="center", va="bottom", fontsize=8)
-    left.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+        )
+    for index, (_label, seconds, color) in enumerate(bars):
+        left.bar(index, seconds, color=color)
+        left.text(index, seconds, f"{seconds:.1f}s", ha="center", va="bottom", fontsize=8)
+    left.set_xticks(range(len(bars)), [label for label, _, _ in bars], rotation=30, ha="right", fontsize=8)
     left.set_ylabel("wall seconds")
-    handles, names = left.get_legend_handles_labels()
-    unique = dict(zip(names, handles, strict=False))
-    left.legend(unique.values(), unique.keys(), fontsize=8)
-    left.set_title(f"scale {results['scale']:g}: layers (cold processes), floor, peer", fontsize=10)
+    left.set_title(f"scale {results['scale']:g}: runs (fresh processes), floor, peer, backfill", fontsize=10)
 
-    jobs = [
-        (job["job"], job["seconds"], job["busy_s"])
-        for layer in results["full"]["layers"]
-        for job in layer["jobs"]
-    ]
-    names = [name for name, _, _ in jobs][::-1]
-    right.barh(names, [s for _, s, _ in jobs][::-1], color="#dddddd", label="job wall s (run record)")
-    right.barh(names, [b for _, _, b in jobs][::-1], color="#c44e52", label="Spark busy s (event log)")
+    jobs = [job for job in results["full"]["jobs"] if "seconds" in job]
+    names = [job["job"] for job in jobs][::-1]
+    right.barh(
+        names, [job["seconds"] for job in jobs][::-1], color="#dddddd", label="job wall s (run record)"
+    )
+    right.barh(
+        names,
+        [job.get("busy_s", 0.0) for job in jobs][::-1],
+        color="#c44e52",
+        label="Spark busy s (event log)",
+    )
     right.tick_params(axis="y", labelsize=7)
     right.set_xlabel("seconds")
     right.legend(fontsize=8)
@@ -388,52 +548,72 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
 
 def write_scale_report(results: dict[str, Any], out: Path) -> None:
-    """``bench.json``, ``bench.md`` and ``bench.png`` of one scale."""
+    """``bench.json``, ``bench.md`` and ``bench.png`` of one scale (of the current format)."""
+    if not is_current(results):
+        raise ValueError(f"results of scale {results.get('scale')} are of the earlier format: not rebuilt")
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-    if "error" in results["floor"] or "error" in results["peer"]:
-        # The numbers are kept; the tables need every step (fix it, re-run, or rebuild with main()).
-        print(f"bench: no bench.md/bench.png in {out}: a step failed (see bench.json)", file=sys.stderr)
-        return
     (out / "bench.md").write_text(markdown(results), encoding="utf-8")
     chart(results, out / "bench.png")
 
 
 def load_all(root: Path) -> list[dict[str, Any]]:
-    """Every ``<root>/<scale>/bench.json``, smallest scale first."""
+    """Every ``<root>/<scale>/bench.json`` with a full run (of either format), smallest scale first.
+
+    Results of the earlier format count only when their floor and peer succeeded (what its
+    tables need).
+    """
     found = [json.loads(p.read_text(encoding="utf-8")) for p in root.glob("*/bench.json")]
-    complete = [r for r in found if "error" not in r["floor"] and "error" not in r["peer"]]
-    return sorted(complete, key=lambda results: results["scale"])
-
-
-def index_markdown(all_results: list[dict[str, Any]], *, analysis: str | None = None) -> str:
-    """The index: the machine, and one row per scale; a link to ``analysis`` (a file name) if given."""
-    machine = all_results[-1]["machine"]
-    versions = machine["versions"]
-    lines = [
-        "# Benchmark results",
-        "",
-        "Produced by `make bench SCALE=<s>` (`python -m bench.run --scale <s>`); see `bench/README.md` "
-        "for what is measured and how. One folder per scale: `bench.md` (tables), `bench.json` (raw), "
-        "`bench.png` (chart).",
-        "",
-        "## Machine",
-        "",
-        f"- {machine['cores']} cores, {machine['cpu']}, {machine['memory_gb']} GB RAM, {machine['os']}",
-        f"- Python {machine['python']}, {machine['java']}",
-        f"- pyspark {versions.get('pyspark')}, delta-spark {versions.get('delta-spark')}, "
-        f"duckdb {versions.get('duckdb')}, deltalake {versions.get('deltalake')}, "
-        f"pyarrow {versions.get('pyarrow')}",
-        "",
-        "## Scaling",
-        "",
+    usable = [
+        r
+        for r in found
+        if isinstance(r.get("full"), dict)
+        and (is_current(r) or ("error" not in r["floor"] and "error" not in r["peer"]))
     ]
+    return sorted(usable, key=lambda results: results["scale"])
+
+
+def _link(results: dict[str, Any]) -> str:
+    return f"[{results['scale']:g}]({results['scale']:g}/bench.md)"
+
+
+def _current_rows(all_results: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    rows = []
+    for results in all_results:
+        values = results["ratios"]["values"]
+        peer = _ok(results, "peer")
+        rows.append(
+            [
+                _link(results),
+                click_events(results),
+                landing_rows(results),
+                results["full"]["seconds"],
+                results["full"]["cpu_s"],
+                _ok(results, "noop").get("seconds"),
+                _ok(results, "incremental").get("seconds"),
+                _ok(results, "paris").get("seconds"),
+                (_ok(results, "floor").get("spark") or {}).get("seconds"),
+                peer.get("spark_jobs_s"),
+                peer.get("total_s"),
+                (_ok(results, "backfill").get("daily") or {}).get("seconds"),
+                (_ok(results, "backfill").get("blocks") or {}).get("seconds"),
+                results["full"]["peak_driver_mb"],
+                *(_fmt(values.get(name), 3) for name in _RATIO_LABELS),
+                _fmt(peer.get("equal")),
+                f"{results['load_average_start'][0]:.1f}",
+                results.get("code", "?"),
+            ]
+        )
+    return rows
+
+
+def _earlier_rows(all_results: Sequence[dict[str, Any]]) -> list[list[Any]]:
     rows = []
     for results in all_results:
         values = results["ratios"]["values"]
         rows.append(
             [
-                f"[{results['scale']:g}]({results['scale']:g}/bench.md)",
+                _link(results),
                 click_events(results),
                 landing_rows(results),
                 results["full"]["seconds"],
@@ -452,59 +632,131 @@ def index_markdown(all_results: list[dict[str, Any]], *, analysis: str | None = 
                 results.get("code", "?"),
             ]
         )
-    lines += _table(
-        [
-            "scale",
-            "click events",
-            "landing rows",
-            "full s",
-            "full CPU s",
-            "floor Spark s",
-            "floor pyarrow s",
-            "incremental s",
-            "Spark aggregates s",
-            "DuckDB s",
-            "peak driver MB",
-            "pipeline / floor",
-            "incremental / full",
-            "Spark / DuckDB",
-            "peer equal",
-            "load at start",
-            "code",
-        ],
-        rows,
-    )
-    targets = all_results[-1]["ratios"]["targets"]
-    lines += [
+    return rows
+
+
+def index_markdown(all_results: list[dict[str, Any]], *, analysis: str | None = None) -> str:
+    """The index: the machine, and one row per scale; a link to ``analysis`` (a file name) if given."""
+    current = [r for r in all_results if is_current(r)]
+    earlier = [r for r in all_results if not is_current(r)]
+    machine = (current or all_results)[-1]["machine"]
+    versions = machine["versions"]
+    lines = [
+        "# Benchmark results",
         "",
-        f"Targets (2 cores, scale {all_results[-1]['ratios']['target_scale']:g}): pipeline / floor <= "
-        f"{targets['pipeline_over_floor']:g}, incremental / full <= {targets['incremental_over_full']:g}, "
-        f"Spark / DuckDB <= {targets['spark_over_duckdb']:g}.",
+        "Produced by `make bench SCALE=<s>` (`python -m bench.run --scale <s>`); see `bench/README.md` "
+        "for what is measured and how. One folder per scale: `bench.md` (tables), `bench.json` (raw), "
+        "`bench.png` (chart).",
         "",
-        "![time against scale](scaling.png)",
+        "## Machine",
+        "",
+        f"- {machine['cores']} cores, {machine['cpu']}, {machine['memory_gb']} GB RAM, {machine['os']}",
+        f"- Python {machine['python']}, {machine['java']}",
+        f"- pyspark {versions.get('pyspark')}, delta-spark {versions.get('delta-spark')}, "
+        f"duckdb {versions.get('duckdb')}, deltalake {versions.get('deltalake')}, "
+        f"pyarrow {versions.get('pyarrow')}",
         "",
     ]
+    if current:
+        ratios = current[-1]["ratios"]
+        lines += ["## Scaling", ""]
+        lines += _table(
+            [
+                "scale",
+                "click events",
+                "landing rows",
+                "full s",
+                "full CPU s",
+                "no-op s",
+                "incremental s",
+                "TZ=Paris s",
+                "floor Spark s",
+                "Spark aggregates s",
+                "DuckDB s",
+                "bronze 120 folders s",
+                "bronze 12 folders s",
+                "peak driver MB",
+                "no-op / full",
+                "incremental / full",
+                "full / floor",
+                "120 / 12 folders",
+                "Spark / DuckDB",
+                "Paris / UTC",
+                "peer equal",
+                "load at start",
+                "code",
+            ],
+            _current_rows(current),
+        )
+        targets = ", ".join(
+            f"{_RATIO_LABELS[name]} <= {t['target']:g}"
+            + (f" (beyond: <= {t['beyond']:g})" if t["beyond"] else "")
+            for name, t in ratios["targets"].items()
+        )
+        lines += ["", f"Targets (2 cores, scale {ratios['target_scale']:g}): {targets}.", ""]
+    if earlier:
+        lines += [
+            "## Earlier results (one process per layer)",
+            "",
+            "Measured before the job graph's runner: the full and incremental runs were three processes "
+            "each (`run --layer bronze`, `silver`, `gold`), so their times do not compare with the table "
+            "above. Targets then: pipeline / floor <= 4, incremental / full <= 0.15, Spark / DuckDB <= 5 "
+            "(scale 5).",
+            "",
+        ]
+        lines += _table(
+            [
+                "scale",
+                "click events",
+                "landing rows",
+                "full s",
+                "full CPU s",
+                "floor Spark s",
+                "floor pyarrow s",
+                "incremental s",
+                "Spark aggregates s",
+                "DuckDB s",
+                "peak driver MB",
+                "pipeline / floor",
+                "incremental / full",
+                "Spark / DuckDB",
+                "peer equal",
+                "load at start",
+                "code",
+            ],
+            _earlier_rows(earlier),
+        )
+        lines.append("")
+    lines += ["![time against scale](scaling.png)", ""]
     if analysis:
         lines += [f"Where each target stands and the profile behind each gap: [{analysis}]({analysis}).", ""]
     return "\n".join(lines)
 
 
 def scaling_chart(all_results: list[dict[str, Any]], path: Path) -> None:
-    """Seconds against click events (log-log): full run, incremental day, floors and peer."""
+    """Seconds against click events (log-log): the runs, floors and peer; earlier results hollow."""
     figure, axis = plt.subplots(figsize=(8, 5.5))
-    events = [click_events(results) for results in all_results]
-    series = {
-        "full pipeline": [r["full"]["seconds"] for r in all_results],
-        "incremental day": [(r.get("incremental") or {}).get("seconds") for r in all_results],
-        "floor (Spark)": [r["floor"]["spark"]["seconds"] for r in all_results],
-        "floor (pyarrow)": [r["floor"]["pyarrow"]["seconds"] for r in all_results],
-        "aggregates, Spark": [r["peer"]["spark_jobs_s"] for r in all_results],
-        "aggregates, DuckDB": [r["peer"]["total_s"] for r in all_results],
+    current = [r for r in all_results if is_current(r)]
+    earlier = [r for r in all_results if not is_current(r)]
+    series: dict[str, tuple[list[dict[str, Any]], Any, str]] = {
+        "full run": (current, lambda r: r["full"]["seconds"], "o"),
+        "no-op run": (current, lambda r: _ok(r, "noop").get("seconds"), "o"),
+        "incremental day": (current, lambda r: _ok(r, "incremental").get("seconds"), "o"),
+        "floor (Spark)": (all_results, lambda r: (_ok(r, "floor").get("spark") or {}).get("seconds"), "o"),
+        "aggregates, Spark": (all_results, lambda r: _ok(r, "peer").get("spark_jobs_s"), "o"),
+        "aggregates, DuckDB": (all_results, lambda r: _ok(r, "peer").get("total_s"), "o"),
+        "full run, earlier (3 processes)": (earlier, lambda r: r["full"]["seconds"], "s"),
+        "incremental, earlier (3 processes)": (
+            earlier,
+            lambda r: (r.get("incremental") or {}).get("seconds"),
+            "s",
+        ),
     }
-    for label, seconds in series.items():
-        points = [(x, y) for x, y in zip(events, seconds, strict=True) if y]
+    for label, (chosen, value, marker) in series.items():
+        points = sorted((click_events(r), value(r)) for r in chosen if value(r))
         if points:
-            axis.plot(*zip(*points, strict=True), marker="o", label=label)
+            hollow = {"markerfacecolor": "none", "linestyle": "--"} if marker == "s" else {}
+            axis.plot(*zip(*points, strict=True), marker=marker, label=label, **hollow)
     axis.set_xscale("log")
     axis.set_yscale("log")
     axis.set_xlabel("click events in the full run")
@@ -528,10 +780,14 @@ def write_index(root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Rebuild every scale's Markdown and chart, and the index, from the JSON files."""
+    """Rebuild every scale's Markdown and chart (current format), and the index, from the JSON files."""
     root = Path((argv or sys.argv[1:] or ["bench/results"])[0])
     for results in load_all(root):
-        write_scale_report(results, root / f"{results['scale']:g}")
+        if is_current(results):
+            write_scale_report(results, root / f"{results['scale']:g}")
+        else:
+            kept = root / f"{results['scale']:g}" / "bench.md"
+            print(f"kept {kept} as written (earlier format)", file=sys.stderr)
     write_index(root)
     print(f"rebuilt {root}")
     return 0
