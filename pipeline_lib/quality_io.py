@@ -12,10 +12,11 @@ Kept apart from :mod:`pipeline_lib.quality`, which is pure. Both writes are for 
   line retried once its order arrived, a row a full refresh admits under changed rules) is
   marked resolved by the run that admitted it (:func:`resolve_quarantined`,
   :func:`resolve_all_but`): the quarantine's open rows and silver never hold the same row.
-- ``<lake>/ops/quality_metrics``: one row per table, delivery and rule, the latest
-  measurement (a MERGE on those keys), so a delivery checked again — a job retried after a
-  Delta conflict, a re-run after a crash, a full refresh — replaces its measures instead of
-  counting them twice. ``run_id`` and ``measured_at`` say which run measured them.
+- ``<lake>/ops/quality_metrics``: a log of measurements (one blind append per job, which
+  never conflicts with another job's); the current measures are the latest row per table,
+  delivery and rule (:func:`current_quality_metrics`, :func:`read_quality_metrics`), so a
+  delivery checked again (a job retried after a Delta conflict, a re-run after a crash, a
+  full refresh) is counted once. ``run_id`` and ``measured_at`` say which run measured it.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pipeline_lib.delta_io import (
     require_columns,
     table_exists,
     table_path,
-    upsert,
+    write_table,
 )
 from pipeline_lib.faults import crash_point
 from pipeline_lib.frames import local_frame
@@ -50,7 +51,6 @@ from pipeline_lib.schemas import (
     RUN_ID,
     SOURCE_FILE,
 )
-from pipeline_lib.watermarks import CDF_PROPERTIES
 
 __all__ = [
     "BRONZE_RECORD",
@@ -62,9 +62,11 @@ __all__ = [
     "ROW_KEY",
     "bronze_record",
     "bronze_record_of_failures_only",
+    "current_quality_metrics",
     "measured_once",
     "open_quarantine",
     "quarantine_rows",
+    "read_quality_metrics",
     "resolve_all_but",
     "resolve_quarantined",
     "with_row_key",
@@ -217,8 +219,8 @@ def _resolve(keys: DataFrame, lake: str, table: str, *, run_id: str, matched: bo
 def measured_once(metrics: DataFrame) -> DataFrame:
     """The metrics of :func:`pipeline_lib.quality.quality_metrics`, computed once, as a local relation.
 
-    Metrics are bounded (one row per delivery and rule) and read three times: written,
-    their keys checked before the MERGE, and held against the thresholds. Lazy, each read
+    Metrics are bounded (one row per delivery and rule) and read twice: written, and held
+    against the thresholds. Lazy, each read
     would aggregate the checked rows again (a Spark job each); collected once, the reads
     after it run on the driver's rows.
     """
@@ -227,9 +229,10 @@ def measured_once(metrics: DataFrame) -> DataFrame:
 
 
 def write_quality_metrics(metrics: DataFrame, lake: str) -> str | None:
-    """Record rule metrics in ``<lake>/ops/quality_metrics`` (skipped when empty).
+    """Append rule metrics to the log ``<lake>/ops/quality_metrics`` (skipped when empty).
 
-    One row per ``(table, delivery, rule)``: a delivery measured again replaces its row.
+    A blind append: a delivery measured again adds rows, and :func:`current_quality_metrics`
+    keeps its latest.
 
     Returns:
         The metrics table's path, or None when nothing was written.
@@ -237,8 +240,25 @@ def write_quality_metrics(metrics: DataFrame, lake: str) -> str | None:
     if metrics.isEmpty():
         return None
     path = table_path(lake, "ops", METRICS_TABLE)
-    upsert(metrics, path, keys=METRIC_KEYS, properties={**CDF_PROPERTIES, **OPS_TABLE_PROPERTIES})
+    write_table(metrics, path, mode="append", properties=OPS_TABLE_PROPERTIES)
     return path
+
+
+def current_quality_metrics(log: DataFrame) -> DataFrame:
+    """The current measures: each ``(table, delivery, rule)``'s latest row in the log (pure).
+
+    Latest is the newest ``measured_at``, ties broken by the greater ``run_id``.
+    """
+    latest = F.max_by(F.struct(*[F.col(c) for c in log.columns]), F.struct("measured_at", "run_id"))
+    return log.groupBy(*METRIC_KEYS).agg(latest.alias("m")).select("m.*")
+
+
+def read_quality_metrics(spark: SparkSession, lake: str) -> DataFrame | None:
+    """The current measures of ``<lake>/ops/quality_metrics``; None when nothing was measured."""
+    path = table_path(lake, "ops", METRICS_TABLE)
+    if not table_exists(spark, path):
+        return None
+    return read_table(spark, path).transform(current_quality_metrics)
 
 
 def bronze_record_of_failures_only(checked: DataFrame) -> DataFrame:

@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipeline_lib.delta_io import read_table, table_exists, table_path
+from pipeline_lib.quality_io import current_quality_metrics
 from pipeline_lib.watermarks import current_watermarks
 
 DATA_LAYERS = ("bronze", "silver", "quarantine", "gold")
@@ -58,8 +59,12 @@ VOLATILE_OPS_COLUMNS: dict[str, dict[str, str]] = {
     },
 }
 # Ops tables kept as logs, compared through their current view: ops.watermarks appends a
-# row per save (a crashed run and its re-run may save the same watermark twice).
-OPS_VIEWS: dict[str, Callable[[DataFrame], DataFrame]] = {"watermarks": current_watermarks}
+# row per save, ops.quality_metrics a row per measurement (a crashed run and its re-run may
+# save the same watermark, or measure the same delivery, twice).
+OPS_VIEWS: dict[str, Callable[[DataFrame], DataFrame]] = {
+    "watermarks": current_watermarks,
+    "quality_metrics": current_quality_metrics,
+}
 # Not compared: ops.pipeline_runs is a log of runs (each run, a re-run included, appends its
 # rows by design, with times and ids); ops/_locks holds lock files, not a Delta table.
 NOT_COMPARED_OPS = {"pipeline_runs": "a log of runs: every run appends its own records by design"}
