@@ -13,6 +13,10 @@ For each as-of date (one run id each, oldest first), every selected job of
 - **run**: :func:`jobs.framework.run_job` (lock, conflict retries, run record); on success
   the state of what it read is saved.
 
+Jobs run as soon as the jobs writing what they read have ended, up to
+``pipeline.max_parallel_jobs`` at once (independent branches of the graph side by side: a
+job spends much of its time on the driver, planning and committing, while the cores idle).
+
 The Spark session is started when the first job has to run, so a run with nothing new
 costs a few file listings. A failed job stops only the jobs downstream of it; the run ends
 with :class:`~jobs.framework.JobFailedError` listing every failed and blocked job, one per
@@ -25,14 +29,17 @@ in the lake), never a wrong or missing row. See docs/engine.md.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from pyspark.sql import SparkSession
 
 from jobs.framework import JobContext, JobFailedError, new_run_id, progress, run_job, save_run_records
-from jobs.graph import LANDING, JobSpec, downstream_of
+from jobs.graph import LANDING, JobSpec, upstream_jobs
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.runs import RunRecord
 from pipeline_lib.storage import UnreadableRootError, delta_version, landing_digest, read_state, write_state
@@ -109,18 +116,60 @@ def _run_day(
     full_refresh: bool,
     force: bool,
 ) -> list[JobOutcome]:
-    """Run one as-of date's jobs; their run records are appended together at the end."""
-    outcomes: list[JobOutcome] = []
+    """Run one as-of date's jobs; their run records are appended together at the end.
+
+    A job starts once every selected job that writes what it reads has ended, up to
+    ``pipeline.max_parallel_jobs`` at a time, each in its own Spark session (its own
+    settings, one Spark context). A job after a failed or blocked one is blocked.
+    """
+    selected = {spec.qualified_name: spec for spec in specs}
+    waits_for = {
+        name: [up for up in upstream_jobs(spec, specs) if up in selected] for name, spec in selected.items()
+    }
+    outcomes: dict[str, JobOutcome] = {}
     records: list[RunRecord] = []
+    pending = list(specs)
+    parallel = max(1, config.pipeline.max_parallel_jobs)
     try:
-        for spec in specs:
-            outcomes.append(
-                _run_one(session, config, spec, as_of, run_id, outcomes, records, full_refresh, force)
-            )
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="job") as pool:
+            running: dict[Future[JobOutcome], str] = {}
+            while pending or running:
+                for spec in list(pending):
+                    name = spec.qualified_name
+                    if len(running) >= parallel or any(up not in outcomes for up in waits_for[name]):
+                        continue
+                    pending.remove(spec)
+                    failed = _failed_upstream(name, waits_for, outcomes)
+                    if failed:
+                        reason = f"blocked: {', '.join(failed)} failed"
+                        progress(f"{name}: {reason}")
+                        outcomes[name] = JobOutcome(name, BLOCKED, reason)
+                        continue
+                    job = partial(
+                        _run_one, session, config, spec, as_of, run_id, records, full_refresh, force
+                    )
+                    running[pool.submit(job)] = name
+                if running:
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        outcomes[running.pop(future)] = future.result()
     finally:
         if records:  # one bookkeeping commit per run, failed runs included
             save_run_records(JobContext(spark=session.get(), config=config, run_id=run_id), records)
-    return outcomes
+    return [outcomes[spec.qualified_name] for spec in specs]
+
+
+def _failed_upstream(
+    name: str, waits_for: dict[str, list[str]], outcomes: dict[str, JobOutcome]
+) -> list[str]:
+    """The failed jobs ``name`` depends on, directly or through blocked ones, in graph order."""
+    failed: list[str] = []
+    for up in waits_for[name]:
+        if outcomes[up].status == FAILED:
+            failed.append(up)
+        elif outcomes[up].status == BLOCKED:
+            failed += _failed_upstream(up, waits_for, outcomes)
+    return list(dict.fromkeys(failed))
 
 
 def _run_one(
@@ -129,17 +178,11 @@ def _run_one(
     spec: JobSpec,
     as_of: dt.date | None,
     run_id: str,
-    before: Sequence[JobOutcome],
     records: list[RunRecord],
     full_refresh: bool,
     force: bool,
 ) -> JobOutcome:
     name = spec.qualified_name
-    failed = [o.job for o in before if o.status == FAILED]
-    if name in downstream_of(failed):
-        reason = f"blocked: {', '.join(failed)} failed"
-        progress(f"{name}: {reason}")
-        return JobOutcome(name, BLOCKED, reason)
     inputs = observe_inputs(spec, config, as_of)
     if not force and inputs is not None:
         idle = _idle_since(spec, config.paths.lake, inputs)
@@ -147,7 +190,7 @@ def _run_one(
             progress(f"{name}: skipped, nothing it reads changed since run {idle}")
             return JobOutcome(name, SKIPPED, f"inputs unchanged since run {idle}")
     ctx = JobContext(
-        spark=session.get(), config=config, run_id=run_id, as_of=as_of, full_refresh=full_refresh
+        spark=session.for_job(), config=config, run_id=run_id, as_of=as_of, full_refresh=full_refresh
     )
     try:
         run_job(spec, ctx, records=records)
@@ -199,13 +242,26 @@ def _idle_since(spec: JobSpec, lake: str, inputs: dict[str, Any]) -> str | None:
 
 
 class _LazySession:
-    """The Spark session, built on first use."""
+    """The Spark session, built on first use; and a session of its own for each job."""
 
     def __init__(self, source: SessionSource) -> None:
         self._source = source
         self._session: SparkSession | None = source if isinstance(source, SparkSession) else None
+        self._lock = threading.Lock()
 
     def get(self) -> SparkSession:
-        if self._session is None:
-            self._session = self._source()  # type: ignore[operator]
-        return self._session
+        with self._lock:
+            if self._session is None:
+                self._session = self._source()  # type: ignore[operator]
+            return self._session
+
+    def for_job(self) -> SparkSession:
+        """A session sharing the Spark context and the base session's settings, but not later
+        changes: jobs running side by side set session settings (a MERGE's commit metadata)
+        that must not reach each other's commits."""
+        base = self.get()
+        session = base.newSession()
+        for key, value in base.conf.getAll.items():
+            if base.conf.isModifiable(key) and session.conf.get(key, None) != value:
+                session.conf.set(key, value)
+        return session

@@ -63,6 +63,7 @@ class PipelineSettings:
     session_gap_minutes: int = 30
     popularity_windows_days: tuple[int, ...] = (7, 30)
     max_file_bytes: int = 2 * 1024**3
+    max_parallel_jobs: int = 2
 
 
 @dataclass(frozen=True)
@@ -482,6 +483,8 @@ def _validate(config: PipelineConfig, origins: dict[str, str]) -> None:
         raise fail(
             "pipeline.source_timezone", f"unknown time zone {config.pipeline.source_timezone!r}"
         ) from err
+    if not 1 <= config.pipeline.max_parallel_jobs <= 64:
+        raise fail("pipeline.max_parallel_jobs", "expected between 1 and 64 jobs at once")
     if not 1 <= config.pipeline.session_gap_minutes <= 24 * 60:
         raise fail("pipeline.session_gap_minutes", "expected minutes between 1 and 1440")
     if not config.pipeline.popularity_windows_days or min(config.pipeline.popularity_windows_days) < 1:

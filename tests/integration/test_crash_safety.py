@@ -104,6 +104,8 @@ class CrashedBuild:
 
 def run_pipeline(landing: str, lake: str, *, layer: str = "all", crash_at: str | None = None) -> PipelineRun:
     extra = {CRASH_ENV: crash_at} if crash_at else {}
+    # One job at a time, so that each kill stops the one job named by its point.
+    extra["ECOM__PIPELINE__MAX_PARALLEL_JOBS"] = "1"
     if os.environ.get("ECOM_HMAC_KEY"):  # the reference hashed e-mails with the caller's key
         extra["ECOM_HMAC_KEY"] = os.environ["ECOM_HMAC_KEY"]
     started = time.monotonic()
