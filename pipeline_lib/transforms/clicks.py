@@ -132,21 +132,35 @@ def _utc_date(ts: Column) -> Column:
     return F.date_from_unix_date(F.floor(F.unix_micros(ts) / _MICROS_PER_DAY).cast(T.IntegerType()))
 
 
-def _json_object_field(text: Column, field: str) -> Column:
-    """One top-level field of a JSON object text, trimmed; null when absent, blank or not JSON,
-    and when it is itself an object or an array (not a value: ``_unparsed_fields`` names it)."""
-    value = F.get_json_object(text, f"$.{field}")
+def _parse_object(text: Column, fields: tuple[str, ...]) -> Column:
+    """The named fields of a JSON object text as a struct of strings, in one parse.
+
+    A field that is itself an object or array comes back as its JSON text; a text that is
+    not valid JSON leaves its raw text in ``_corrupt``; null for null.
+    """
+    schema = T.StructType(
+        [*(T.StructField(f, T.StringType()) for f in fields), T.StructField("_corrupt", T.StringType())]
+    )
+    return F.from_json(text, schema, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"})
+
+
+def _is_json_object(text: Column, parsed: Column) -> Column:
+    """True for the text of a JSON object (valid JSON starting with ``{``), false for other text
+    (an array, a scalar, not JSON), null for null. ``parsed`` is :func:`_parse_object`'s result."""
+    return F.ltrim(text).startswith("{") & parsed["_corrupt"].isNull()
+
+
+def _is_json_structure(value: Column) -> Column:
+    """True for a field value that is an object or an array (its JSON text), not a value."""
+    trimmed = F.ltrim(value)
+    return trimmed.startswith("{") | trimmed.startswith("[")
+
+
+def _object_field(parsed: Column, field: str) -> Column:
+    """One field of a parsed object, trimmed; null when absent or blank, and when it is itself
+    an object or array (not a value: ``_unparsed_fields`` names it)."""
+    value = parsed[field]
     return F.when(~F.coalesce(_is_json_structure(value), F.lit(False)), _clean_string(value))
-
-
-def _is_json_structure(text: Column) -> Column:
-    """True for the text of a JSON object or array, false for other text, null for null."""
-    return F.json_object_keys(text).isNotNull() | F.json_array_length(text).isNotNull()
-
-
-def _is_json_object(text: Column) -> Column:
-    """True for the text of a JSON object, false for other text, null for null."""
-    return F.json_object_keys(text).isNotNull()
 
 
 def _unparsed(field: str, delivered: Column, parsed_ok: Column) -> Column:
@@ -210,15 +224,19 @@ def clean_clicks(bronze_clicks: DataFrame, *, source_timezone: str) -> DataFrame
     quantity = parse_whole_number(raw["quantity"])
     price = parse_decimal(raw["price"], MONEY)
     session_id = _clean_string(raw["session_id"])
+    objects = {
+        "utm": _parse_object(raw["utm"], _UTM_FIELDS),
+        "device": _parse_object(raw["device"], _DEVICE_FIELDS),
+    }
     unparsed = F.array_compact(
         F.array(
             _unparsed("event_ts", raw["event_ts"], event_ts.isNotNull()),
             _unparsed("quantity", raw["quantity"], quantity.isNotNull()),
             _unparsed("price", raw["price"], price.isNotNull()),
-            _unparsed("utm", raw["utm"], _is_json_object(raw["utm"])),
-            _unparsed("device", raw["device"], _is_json_object(raw["device"])),
+            _unparsed("utm", raw["utm"], _is_json_object(raw["utm"], objects["utm"])),
+            _unparsed("device", raw["device"], _is_json_object(raw["device"], objects["device"])),
             *[
-                F.when(_is_json_structure(F.get_json_object(raw[obj], f"$.{f}")), F.lit(f"{obj}.{f}"))
+                F.when(_is_json_structure(objects[obj][f]), F.lit(f"{obj}.{f}"))
                 for obj, fields in (("utm", _UTM_FIELDS), ("device", _DEVICE_FIELDS))
                 for f in fields
             ],
@@ -241,8 +259,8 @@ def clean_clicks(bronze_clicks: DataFrame, *, source_timezone: str) -> DataFrame
         "page_url": _clean_string(raw["page_url"]),
         "referrer": _clean_string(raw["referrer"]),
         "search_query": _clean_string(raw["search_query"]),
-        **{f"utm_{f}": _json_object_field(raw["utm"], f) for f in _UTM_FIELDS},
-        **{f"device_{f}": _json_object_field(raw["device"], f) for f in _DEVICE_FIELDS},
+        **{f"utm_{f}": _object_field(objects["utm"], f) for f in _UTM_FIELDS},
+        **{f"device_{f}": _object_field(objects["device"], f) for f in _DEVICE_FIELDS},
         SOURCE_FILE: raw[SOURCE_FILE],
         INGEST_DATE: raw[INGEST_DATE],
         RUN_ID: raw[RUN_ID],
