@@ -12,13 +12,15 @@ DEMO_SCALE ?= 0.02
 SCALE ?= 1
 PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
+KAFKA_PORT ?= 9092
+KAFKA_DIR ?= .kafka
 
-.PHONY: help setup demo test test-fast lint format notebooks bench airflow-setup clean
+.PHONY: help setup demo test test-fast lint format notebooks bench airflow-setup kafka-up kafka-down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
-setup: $(STAMP) $(JARS)/.done  ## create .venv with everything, fetch Delta Lake's jars, build tools/local_fs (idempotent)
+setup: $(STAMP) $(JARS)/.done $(JARS)/.jdbc-done $(JARS)/.kafka-done  ## create .venv, fetch the jars (Delta, PostgreSQL JDBC, Kafka), build tools/local_fs (idempotent)
 	@$(BIN)/python tools/build_local_fs.py
 
 $(STAMP): setup.py
@@ -29,6 +31,14 @@ $(STAMP): setup.py
 
 $(JARS)/.done: $(STAMP) tools/fetch_delta_jars.py tools/delta-jars.pom.xml
 	$(BIN)/python tools/fetch_delta_jars.py
+	touch $@
+
+$(JARS)/.jdbc-done: $(JARS)/.done tools/fetch_jdbc_jars.py tools/jdbc-jars.pom.xml
+	$(BIN)/python tools/fetch_jdbc_jars.py
+	touch $@
+
+$(JARS)/.kafka-done: $(JARS)/.done tools/fetch_kafka_jars.py tools/kafka-jars.pom.xml
+	$(BIN)/python tools/fetch_kafka_jars.py
 	touch $@
 
 demo: setup  ## generate a small data set, run every layer into ./lakehouse, summarize gold
@@ -60,6 +70,12 @@ bench: setup  ## benchmark at SCALE (default 1): bench/results/<scale>/ (see ben
 
 airflow-setup:  ## create .venv-airflow for the Airflow DAG (Airflow's pins clash with the project's; idempotent)
 	bash airflow/setup-venv.sh
+
+kafka-up: setup  ## start a local Kafka broker (KRaft, one node) on 127.0.0.1:$(KAFKA_PORT), data in $(KAFKA_DIR)
+	$(BIN)/python tools/kafka_broker.py up --port $(KAFKA_PORT) --dir $(KAFKA_DIR)
+
+kafka-down:  ## stop the broker started by kafka-up
+	$(BIN)/python tools/kafka_broker.py down --dir $(KAFKA_DIR)
 
 clean:  ## remove the demo landing zone and lake
 	rm -rf $(DEMO_LANDING) $(DEMO_LAKE) spark-warehouse metastore_db derby.log

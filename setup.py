@@ -48,7 +48,12 @@ setup(
             "deltalake==1.6.6",
             # two test processes: Spark on tiny data waits on its driver more than on the CPU
             "pytest-xdist>=3.8,<4",  # --no-loadscope-reorder
+            # tests that load the shop's PostgreSQL tables and publish click events to Kafka
+            "psycopg[binary]>=3.2,<4",
+            "confluent-kafka>=2.6,<3",
         ],
+        # Publishing to the clicks topic from Python (tools/kafka_broker.py, the generator).
+        "kafka": ["confluent-kafka>=2.6,<3"],
         # The benchmark's peer (bench/peer_duckdb.py): DuckDB over silver read with delta-rs.
         # Proven together with pyarrow 22 on Python 3.11.
         "bench": [
