@@ -1,4 +1,4 @@
-"""Packaging for the e-commerce lakehouse: the ``pipeline_lib`` library and the ``jobs`` entry points.
+"""Packaging for the e-commerce lakehouse: ``pipeline_lib``, the ``jobs`` entry points, ``ecom_generator``.
 
 A Spark cluster provides pyspark and delta-spark itself, so they are not runtime
 requirements; the ``local`` extra pins a set that works together on a laptop and in CI.
@@ -18,8 +18,8 @@ setup(
     name="ecom-lakehouse",
     version="0.1.0",
     description="E-commerce lakehouse: landing files to bronze, silver and gold Delta tables.",
-    python_requires=">=3.10",
-    packages=find_packages(include=["pipeline_lib*", "jobs*"]),
+    python_requires=">=3.11",
+    packages=find_packages(include=["pipeline_lib*", "jobs*", "ecom_generator*"]),
     include_package_data=True,
     package_data={"pipeline_lib": ["py.typed"]},
     install_requires=[

@@ -6,7 +6,7 @@ Two engines, two definitions, both reported by the benchmark:
   process with the pipeline's own Spark settings (``conf/``), so it pays one JVM and
   session start like a pipeline layer does. Each source is read with its contract fields
   as strings, CSV with its header and JSON Lines parsed with the contract schema
-  (``pipeline_lib.schemas.LANDING_SOURCES``), permissive (a malformed line becomes nulls),
+  (``pipeline_lib.bronze.schemas.LANDING_SOURCES``), permissive (a malformed line becomes nulls),
   and written as one plain Parquet folder per source. No validation, no dedup, no Delta.
 * **pyarrow floor** (an engine-free lower bound): in the benchmark's own process, each
   file on its own: CSV parsed into text columns, JSON Lines kept as raw text lines (the
@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pipeline_lib.schemas import LANDING_SOURCES
+from pipeline_lib.bronze.schemas import LANDING_SOURCES
 
 # A byte that never occurs in the generator's JSON Lines: each line is one field.
 _NO_DELIMITER = "\x1e"

@@ -6,7 +6,7 @@
   them per lake area and :func:`attribute_commits` per pipeline job (the job whose run
   record's start and end hold the commit's time).
 * :func:`read_run_records` reads ``<lake>/ops/pipeline_runs`` through the ``deltalake``
-  package (one row per job run, see ``pipeline_lib.runs``).
+  package (one row per job run, see ``pipeline_lib.ops.runs``).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ SILVER_COLUMNS: dict[str, list[str]] = {
     "products": ["product_id", "category_l1", "valid_from"],
 }
 NON_REVENUE_STATUSES = ("cancelled", "returned")  # pipeline_lib.gold.facts.NON_REVENUE_STATUSES
-BASE_MONEY_SQL = "DECIMAL(22, 6)"  # pipeline_lib.schemas.BASE_MONEY
+BASE_MONEY_SQL = "DECIMAL(22, 6)"  # pipeline_lib.silver.schemas.BASE_MONEY
 FLOAT_DIGITS = 12
 
 

@@ -141,7 +141,7 @@ class Paths:
 
 def generate(paths: Paths, *, scale: float, days: int, start: dt.date, seed: int) -> dict[str, Any]:
     """Generate ``days + 1`` days and move the last day's deliveries to the held-back folder."""
-    from pipeline_lib.generator import generate_landing
+    from ecom_generator import generate_landing
 
     generated_scale = scale * (days + 1) / days
     say(f"generate: {days} + 1 days at scale {generated_scale:.4g} into {paths.landing}")
@@ -417,7 +417,7 @@ def run_incremental(paths: Paths, sets: list[str]) -> dict[str, Any]:
 
 def run_backfill(paths: Paths, sets: list[str], *, scale: float, start: dt.date, seed: int) -> dict[str, Any]:
     """Bronze over 120 daily delivery folders, and over the same rows in 12 folders (fresh lakes)."""
-    from pipeline_lib.generator import generate_landing
+    from ecom_generator import generate_landing
 
     daily = paths.backfill / "landing-daily"
     blocks = paths.backfill / "landing-blocks"

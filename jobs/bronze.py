@@ -21,11 +21,12 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.framework import JobContext, JobResult
-from pipeline_lib.bronze import conform_to_bronze, file_stats, with_lineage, with_run_lineage
-from pipeline_lib.delta_io import OPS_TABLE_PROPERTIES, read_table, table_exists, table_version, write_table
+from pipeline_lib.bronze.schemas import INGEST_DATE, LANDING_SOURCES, RUN_ID, SOURCE_FILE, LandingSource
+from pipeline_lib.bronze.transforms import conform_to_bronze, file_stats, with_lineage, with_run_lineage
 from pipeline_lib.faults import crash_point
-from pipeline_lib.frames import local_frame
-from pipeline_lib.landing import (
+from pipeline_lib.io.delta import OPS_TABLE_PROPERTIES, read_table, table_exists, table_version, write_table
+from pipeline_lib.io.frames import local_frame
+from pipeline_lib.io.landing import (
     DeliveryFile,
     corrupt_record_spans_lines,
     field_spans_lines,
@@ -34,8 +35,7 @@ from pipeline_lib.landing import (
     read_deliveries,
     read_delivery_file,
 )
-from pipeline_lib.schemas import INGEST_DATE, LANDING_SOURCES, RUN_ID, SOURCE_FILE, LandingSource
-from pipeline_lib.watermarks import CDF_PROPERTIES
+from pipeline_lib.ops.watermarks import CDF_PROPERTIES
 
 INGEST_LOG_TABLE = "ingested_files"
 # The first line of a Py4J error, which names the JVM call, not what went wrong.
@@ -204,7 +204,7 @@ def _files_to_read_line_by_line(
     A quote that never closes swallows the rest of the file into one corrupt record; a stray
     quote can join two rows into one record with a line break inside a field. A line break
     inside a field is also what a valid quoted multi-line value looks like: such a file is
-    read again strictly (:func:`~pipeline_lib.landing.parses_as_rfc4180`) to tell which.
+    read again strictly (:func:`~pipeline_lib.io.landing.parses_as_rfc4180`) to tell which.
     """
     conditions = {"swallowed": corrupt_record_spans_lines(), "multi_line": field_spans_lines(source)}
     spanning = _files_where(ctx, source, records, files, conditions)

@@ -126,7 +126,7 @@ def load_cli_config(args: argparse.Namespace) -> PipelineConfig:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from pipeline_lib.generator import generate_landing
+    from ecom_generator import generate_landing
 
     report = generate_landing(
         args.landing,

@@ -2,7 +2,7 @@
 
     ecom-pipeline forget-customer --customer-id C0000042 [--keep-history] [--lake DIR]
 
-A recipe (design and limits: ``docs/erasure.md``; the scrub rules: :mod:`pipeline_lib.erasure`):
+A recipe (design and limits: ``docs/erasure.md``; the scrub rules: :mod:`pipeline_lib.privacy.erasure`):
 
 1. take the erasure lock and the locks of every bronze and silver job, so no pipeline run
    writes while the erasure does;
@@ -45,7 +45,7 @@ from pyspark.sql import types as T
 from jobs.framework import JobContext, new_run_id, run_job
 from jobs.graph import JOB_GRAPH
 from pipeline_lib.config import PipelineConfig
-from pipeline_lib.delta_io import (
+from pipeline_lib.io.delta import (
     LAYERS,
     OPS_TABLE_PROPERTIES,
     hadoop_file_system,
@@ -55,7 +55,10 @@ from pipeline_lib.delta_io import (
     table_version,
     write_table,
 )
-from pipeline_lib.erasure import (
+from pipeline_lib.io.frames import local_frame
+from pipeline_lib.ops.locks import job_lock
+from pipeline_lib.ops.watermarks import WATERMARKS_TABLE, processed_versions, save_watermarks
+from pipeline_lib.privacy.erasure import (
     CUSTOMER_TABLES,
     NEEDLES_SCHEMA,
     STATS_PREFIX_CHARS,
@@ -63,10 +66,7 @@ from pipeline_lib.erasure import (
     ScrubPlan,
     plan_scrub,
 )
-from pipeline_lib.frames import local_frame
-from pipeline_lib.locks import job_lock
-from pipeline_lib.privacy import hmac_key
-from pipeline_lib.watermarks import WATERMARKS_TABLE, processed_versions, save_watermarks
+from pipeline_lib.privacy.pii import hmac_key
 
 ERASURES_TABLE = "erasures"
 ERASURE_LOCK = "ops.forget_customer"
@@ -460,7 +460,7 @@ class _Watermark:
 
 def _collect_watermarks(spark: SparkSession, lake: str) -> list[_Watermark]:
     """Every consumer's current (consumer, source, version): from its data commits and the
-    log (:func:`pipeline_lib.watermarks.processed_versions`; bounded: jobs x sources)."""
+    log (:func:`pipeline_lib.ops.watermarks.processed_versions`; bounded: jobs x sources)."""
     marks = []
     for spec in JOB_GRAPH:
         sources = [name for name in spec.inputs if not name.startswith("landing.")]

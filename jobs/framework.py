@@ -21,10 +21,10 @@ from pyspark.sql import SparkSession
 
 from jobs.graph import JobSpec
 from pipeline_lib.config import PipelineConfig
-from pipeline_lib.delta_io import table_path
-from pipeline_lib.locks import JobLockedError, job_lock
-from pipeline_lib.retry import Retry, retry_on_conflict
-from pipeline_lib.runs import RunRecord, record_runs
+from pipeline_lib.io.delta import table_path
+from pipeline_lib.ops.locks import JobLockedError, job_lock
+from pipeline_lib.ops.retry import Retry, retry_on_conflict
+from pipeline_lib.ops.runs import RunRecord, record_runs
 
 # How often a job runs at most when Delta refuses a commit for a concurrent writer's change
 # (another tool's MERGE, an OPTIMIZE): every job is idempotent, so running it again is safe.
@@ -78,13 +78,13 @@ def new_run_id() -> str:
 def run_job(spec: JobSpec, ctx: JobContext, *, records: list[RunRecord] | None = None) -> JobResult:
     """Run one job, report progress, and record the run whatever happens.
 
-    A job refused by Delta for a concurrent writer's commit (see :mod:`pipeline_lib.retry`)
+    A job refused by Delta for a concurrent writer's commit (see :mod:`pipeline_lib.ops.retry`)
     runs again, up to :data:`JOB_CONFLICT_ATTEMPTS` times in all, under the same lock; each
     retry is a progress line and an entry of ``conflict_retries`` in the run record's details.
 
     Args:
         records: Where to put the run record, for the caller to append with the others of
-            its run (:func:`pipeline_lib.runs.record_runs`); None appends it now.
+            its run (:func:`pipeline_lib.ops.runs.record_runs`); None appends it now.
 
     Raises:
         JobFailedError: The job raised (or stayed refused by a concurrent writer); the run

@@ -9,7 +9,7 @@ with the change data feed on). Run them with::
     ecom-pipeline run --layer gold --full-refresh        # rebuild from silver
 
 Incremental design (``docs/gold.md``): each job records per source table the Delta
-version it processed (:mod:`pipeline_lib.watermarks`). A job whose sources have not moved
+version it processed (:mod:`pipeline_lib.ops.watermarks`). A job whose sources have not moved
 commits nothing. Dimensions are rebuilt whole (they are small) and merged by surrogate
 key only when the content differs. Facts are recomputed for the keys that changed
 upstream (orders, order lines, sessions, and the orders of customers or products whose
@@ -27,7 +27,10 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.framework import JobContext, JobResult
-from pipeline_lib.delta_io import (
+from pipeline_lib.gold.dimensions import build_dim_customer, build_dim_date, build_dim_product
+from pipeline_lib.gold.facts import build_fact_order_lines, build_fact_orders
+from pipeline_lib.gold.sessions import build_fact_sessions
+from pipeline_lib.io.delta import (
     MergeCounts,
     assert_unique_keys,
     commit_metadata,
@@ -37,10 +40,7 @@ from pipeline_lib.delta_io import (
     table_version,
     write_table,
 )
-from pipeline_lib.gold.dimensions import build_dim_customer, build_dim_date, build_dim_product
-from pipeline_lib.gold.facts import build_fact_order_lines, build_fact_orders
-from pipeline_lib.gold.sessions import build_fact_sessions
-from pipeline_lib.watermarks import (
+from pipeline_lib.ops.watermarks import (
     CDF_PROPERTIES,
     consumed_metadata,
     processed_versions,

@@ -29,17 +29,17 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.framework import JobContext, JobResult
-from pipeline_lib.delta_io import (
+from pipeline_lib.bronze.schemas import INGEST_DATE
+from pipeline_lib.gold.popularity import product_popularity
+from pipeline_lib.gold.segments import customer_segments
+from pipeline_lib.io.delta import (
     latest_user_metadata,
     read_table,
     table_exists,
     table_version,
     write_table,
 )
-from pipeline_lib.gold.popularity import product_popularity
-from pipeline_lib.gold.segments import customer_segments
-from pipeline_lib.schemas import INGEST_DATE
-from pipeline_lib.watermarks import CDF_PROPERTIES
+from pipeline_lib.ops.watermarks import CDF_PROPERTIES
 
 AS_OF_COLUMN = "as_of_date"
 INPUTS_KEY = "aggregate_inputs"  # in the userMetadata of each write: the inputs' fingerprint
@@ -50,7 +50,7 @@ _CODE_MODULES = (
     "pipeline_lib.gold.popularity",
     "pipeline_lib.gold.schemas",
     "pipeline_lib.gold.segments",
-    "pipeline_lib.schemas",
+    "pipeline_lib.silver.schemas",
 )
 
 

@@ -9,8 +9,8 @@ from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
 from pipeline_lib.config import MaintenanceConfig
-from pipeline_lib.delta_io import read_table, register_lake_tables, table_exists, table_path
-from pipeline_lib.runs import RUNS_TABLE
+from pipeline_lib.io.delta import read_table, register_lake_tables, table_exists, table_path
+from pipeline_lib.ops.runs import RUNS_TABLE
 
 SAFE_RETENTION_HOURS = 168
 # Columns that queries filter or join on, per table: OPTIMIZE clusters files by them.

@@ -8,7 +8,7 @@ For each as-of date (one run id each, oldest first), every selected job of
   files delivered for its landing source (up to ``--as-of``), the settings that decide what
   the tables hold (not paths or Spark's), and for the gold aggregates the as-of date, all
   equal the state it saved then (``<lake>/ops/_state/<job>.json``,
-  :mod:`pipeline_lib.storage`). A skipped job starts no Spark job and commits nothing;
+  :mod:`pipeline_lib.io.storage`). A skipped job starts no Spark job and commits nothing;
 - **blocked**, when a job it depends on (through its inputs) failed in this run;
 - **run**: :func:`jobs.framework.run_job` (lock, conflict retries, run record); on success
   the state of what it read is saved.
@@ -41,8 +41,14 @@ from pyspark.sql import SparkSession
 from jobs.framework import JobContext, JobFailedError, new_run_id, progress, run_job, save_run_records
 from jobs.graph import LANDING, JobSpec, upstream_jobs
 from pipeline_lib.config import PipelineConfig
-from pipeline_lib.runs import RunRecord
-from pipeline_lib.storage import UnreadableRootError, delta_version, landing_digest, read_state, write_state
+from pipeline_lib.io.storage import (
+    UnreadableRootError,
+    delta_version,
+    landing_digest,
+    read_state,
+    write_state,
+)
+from pipeline_lib.ops.runs import RunRecord
 
 SUCCEEDED, FAILED, SKIPPED, BLOCKED = "succeeded", "failed", "skipped", "blocked"
 

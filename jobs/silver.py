@@ -23,7 +23,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.framework import JobContext, JobResult
-from pipeline_lib.delta_io import (
+from pipeline_lib.bronze.schemas import INGEST_DATE, LANDING_SOURCES, SOURCE_FILE
+from pipeline_lib.io.delta import (
     create_empty_table,
     read_table,
     replace_groups,
@@ -32,24 +33,8 @@ from pipeline_lib.delta_io import (
     upsert,
     write_table,
 )
-from pipeline_lib.frames import local_frame
-from pipeline_lib.history import (
-    FROM_INCOMING,
-    IS_CURRENT,
-    VALID_FROM,
-    VALID_TO,
-    build_scd2_history,
-    version_content,
-)
-from pipeline_lib.privacy import hmac_key
-from pipeline_lib.quality import (
-    enforce_thresholds,
-    outside_plausible_time,
-    quality_metrics,
-    split_by_quality,
-    with_rule_results,
-)
-from pipeline_lib.quality_io import (
+from pipeline_lib.io.frames import local_frame
+from pipeline_lib.io.quality import (
     measured_once,
     open_quarantine,
     resolve_all_but,
@@ -57,15 +42,22 @@ from pipeline_lib.quality_io import (
     write_quality_metrics,
     write_quarantine,
 )
-from pipeline_lib.schemas import (
-    DQ_FLAGS,
-    FAILED_RULES,
-    INGEST_DATE,
-    LANDING_SOURCES,
-    SILVER_SCHEMAS,
-    SOURCE_FILE,
+from pipeline_lib.ops.watermarks import (
+    CDF_PROPERTIES,
+    consumed_metadata,
+    last_processed_version,
+    read_appended_rows,
+    record_consumption,
 )
-from pipeline_lib.transforms.common import (
+from pipeline_lib.privacy.pii import hmac_key
+from pipeline_lib.quality.rules import (
+    enforce_thresholds,
+    outside_plausible_time,
+    quality_metrics,
+    split_by_quality,
+    with_rule_results,
+)
+from pipeline_lib.silver.common import (
     CONFLICT,
     DUPLICATE,
     KEPT,
@@ -74,14 +66,22 @@ from pipeline_lib.transforms.common import (
     count_outcomes,
     row_fingerprint,
 )
-from pipeline_lib.transforms.customers import (
+from pipeline_lib.silver.customers import (
     PII_COLUMNS,
     clean_customers,
     to_silver_customers,
     with_email_hash,
 )
-from pipeline_lib.transforms.fx import clean_fx_rates, dedupe_fx_rates, to_silver_fx_rates, with_fx_rate
-from pipeline_lib.transforms.orders import (
+from pipeline_lib.silver.fx import clean_fx_rates, dedupe_fx_rates, to_silver_fx_rates, with_fx_rate
+from pipeline_lib.silver.history import (
+    FROM_INCOMING,
+    IS_CURRENT,
+    VALID_FROM,
+    VALID_TO,
+    build_scd2_history,
+    version_content,
+)
+from pipeline_lib.silver.orders import (
     IS_SUPERSEDED,
     clean_order_items,
     clean_orders,
@@ -97,19 +97,13 @@ from pipeline_lib.transforms.orders import (
     with_shipping_fee_base,
     with_superseded_flag,
 )
-from pipeline_lib.transforms.products import (
+from pipeline_lib.silver.products import (
     clean_products,
     rank_products,
     to_silver_products,
     with_delisted_products,
 )
-from pipeline_lib.watermarks import (
-    CDF_PROPERTIES,
-    consumed_metadata,
-    last_processed_version,
-    read_appended_rows,
-    record_consumption,
-)
+from pipeline_lib.silver.schemas import DQ_FLAGS, FAILED_RULES, SILVER_SCHEMAS
 
 # The rule that quarantines a line whose order is not (yet) in silver.orders (conf/quality.yaml).
 ORDER_KNOWN_RULE = "order_known"

@@ -1,7 +1,7 @@
 """Silver job ``silver.clicks``: new bronze click events into ``<lake>/silver/clicks``.
 
-A short recipe; the logic lives in :mod:`pipeline_lib.transforms.clicks` and
-:mod:`pipeline_lib.quality` (design: ``docs/clickstream.md``):
+A short recipe; the logic lives in :mod:`pipeline_lib.silver.clicks` and
+:mod:`pipeline_lib.quality.rules` (design: ``docs/clickstream.md``):
 
 1. read the bronze rows appended since the last run (change data feed, watermark
    ``silver.clicks`` / ``bronze.clicks``); stop, writing nothing, when there are none;
@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 
 from jobs.framework import JobContext, JobResult
 from pipeline_lib.config import QualityRule
-from pipeline_lib.delta_io import (
+from pipeline_lib.io.delta import (
     commit_metadata,
     create_empty_table,
     read_table,
@@ -37,16 +37,27 @@ from pipeline_lib.delta_io import (
     table_version,
     write_table,
 )
-from pipeline_lib.quality import enforce_thresholds, quality_metrics, split_by_quality, with_rule_results
-from pipeline_lib.quality_io import (
+from pipeline_lib.io.quality import (
     bronze_record_of_failures_only,
     measured_once,
     resolve_all_but,
     write_quality_metrics,
     write_quarantine,
 )
-from pipeline_lib.schemas import FAILED_RULES
-from pipeline_lib.transforms.clicks import (
+from pipeline_lib.ops.watermarks import (
+    CDF_PROPERTIES,
+    consumed_metadata,
+    last_processed_version,
+    read_appended_rows,
+    record_consumption,
+)
+from pipeline_lib.quality.rules import (
+    enforce_thresholds,
+    quality_metrics,
+    split_by_quality,
+    with_rule_results,
+)
+from pipeline_lib.silver.clicks import (
     CLICK_MUTABLE_COLUMNS,
     DEFAULT_CONTEXT_HOURS,
     IS_NEW,
@@ -58,14 +69,8 @@ from pipeline_lib.transforms.clicks import (
     select_click_context,
     to_silver_clicks,
 )
-from pipeline_lib.transforms.common import CONFLICT, KEPT, VERSION_OUTCOME, count_outcomes
-from pipeline_lib.watermarks import (
-    CDF_PROPERTIES,
-    consumed_metadata,
-    last_processed_version,
-    read_appended_rows,
-    record_consumption,
-)
+from pipeline_lib.silver.common import CONFLICT, KEPT, VERSION_OUTCOME, count_outcomes
+from pipeline_lib.silver.schemas import FAILED_RULES
 
 TABLE = "clicks"
 CONSUMER = "silver.clicks"

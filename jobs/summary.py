@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipeline_lib.delta_io import register_lake_tables, table_version
+from pipeline_lib.io.delta import register_lake_tables, table_version
 
 HIGHLIGHTS: dict[str, Callable[[DataFrame], DataFrame]] = {
     "gold.fact_orders": lambda t: (

@@ -2,7 +2,7 @@
 
 A TEST HOOK, inert in production. The pipeline calls :func:`crash_point` at the moments
 where a crash is most likely to lose or double data: just before and just after every
-Delta commit made through :mod:`pipeline_lib.delta_io`, around each watermark save and
+Delta commit made through :mod:`pipeline_lib.io.delta`, around each watermark save and
 run record, and between a bronze append and its file-log entry. When the environment
 variable ``ECOM_CRASH_AT`` names the point, the process is killed with ``SIGKILL``, as a
 power cut or the kernel's OOM killer would: no ``finally`` block, no ``atexit`` hook, no

@@ -27,8 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline_lib.generator import generate_landing
-from pipeline_lib.schemas import LANDING_SOURCES
+from ecom_generator import generate_landing
+from pipeline_lib.bronze.schemas import LANDING_SOURCES
 from tests.support import REPO, cli_environment, run_cli
 
 HMAC_KEY = "Kx9-distinctive-hmac-key-7f3a1c"

@@ -21,9 +21,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipeline_lib.delta_io import read_table, table_exists, table_path
-from pipeline_lib.quality_io import current_quality_metrics
-from pipeline_lib.watermarks import current_watermarks
+from pipeline_lib.io.delta import read_table, table_exists, table_path
+from pipeline_lib.io.quality import current_quality_metrics
+from pipeline_lib.ops.watermarks import current_watermarks
 
 DATA_LAYERS = ("bronze", "silver", "quarantine", "gold")
 

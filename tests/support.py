@@ -35,7 +35,7 @@ CLI_TIMEOUT_S = 1800
 
 def generate_reference_landing(landing: str) -> None:
     """Generate the reference deliveries (seeded: the same bytes every time) into ``landing``."""
-    from pipeline_lib.generator import generate_landing
+    from ecom_generator import generate_landing
 
     generate_landing(
         landing, start=REFERENCE_START, days=REFERENCE_DAYS, scale=REFERENCE_SCALE, seed=REFERENCE_SEED

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from pipeline_lib.gold.dimensions import CUSTOMER_ENTITY, PRODUCT_ENTITY, date_key, member_sk
 from pipeline_lib.gold.schemas import FACT_ORDER_LINES_SCHEMA, FACT_ORDERS_SCHEMA, conform_to
-from pipeline_lib.schemas import BASE_MONEY
+from pipeline_lib.silver.schemas import BASE_MONEY
 
 NON_REVENUE_STATUSES = ("cancelled", "returned")
 

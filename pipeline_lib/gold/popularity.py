@@ -27,7 +27,7 @@ from pyspark.sql import types as T
 
 from pipeline_lib.gold.schemas import PRODUCT_POPULARITY_SCHEMA, conform_to
 from pipeline_lib.gold.segments import filter_revenue_orders, join_revenue_order_lines
-from pipeline_lib.schemas import BASE_MONEY
+from pipeline_lib.silver.schemas import BASE_MONEY
 
 PRODUCT_VIEW = "product_view"
 ADD_TO_CART = "add_to_cart"

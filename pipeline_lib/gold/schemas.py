@@ -14,7 +14,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipeline_lib.schemas import BASE_MONEY, MONEY, RATE
+from pipeline_lib.silver.schemas import BASE_MONEY, MONEY, RATE
 
 
 def _schema(*fields: tuple[str, T.DataType]) -> T.StructType:

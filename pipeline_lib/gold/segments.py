@@ -32,7 +32,7 @@ from pyspark.sql import types as T
 
 from pipeline_lib.gold.facts import is_revenue_status
 from pipeline_lib.gold.schemas import CUSTOMER_SEGMENTS_SCHEMA, conform_to
-from pipeline_lib.schemas import BASE_MONEY
+from pipeline_lib.silver.schemas import BASE_MONEY
 
 # The table: the contract's columns, then the first and last revenue order dates.
 CUSTOMER_SEGMENTS_TABLE_SCHEMA = T.StructType(

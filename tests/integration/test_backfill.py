@@ -16,8 +16,8 @@ from pyspark.sql import functions as F
 
 from jobs.graph import select_jobs
 from jobs.runner import run_jobs
-from pipeline_lib.delta_io import latest_user_metadata, read_table, table_path, table_version
-from pipeline_lib.schemas import INGEST_DATE
+from pipeline_lib.bronze.schemas import INGEST_DATE
+from pipeline_lib.io.delta import latest_user_metadata, read_table, table_path, table_version
 from tests.support import REFERENCE_DAYS, REFERENCE_START, run_cli
 
 pytestmark = pytest.mark.slow

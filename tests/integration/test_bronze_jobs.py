@@ -14,10 +14,10 @@ from pyspark.sql import functions as F
 
 from jobs.bronze import INGEST_LOG_TABLE, ingest_source
 from jobs.framework import JobContext, new_run_id
+from pipeline_lib.bronze.schemas import LANDING_SOURCES
 from pipeline_lib.config import PipelineConfig
-from pipeline_lib.delta_io import read_table, table_exists, table_path, table_version
-from pipeline_lib.landing import CSV_OPTIONS, MAX_HEADER_BYTES, csv_header
-from pipeline_lib.schemas import LANDING_SOURCES
+from pipeline_lib.io.delta import read_table, table_exists, table_path, table_version
+from pipeline_lib.io.landing import CSV_OPTIONS, MAX_HEADER_BYTES, csv_header
 
 pytestmark = pytest.mark.slow
 

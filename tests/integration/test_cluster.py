@@ -41,9 +41,9 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from pipeline_lib.bronze.schemas import LANDING_SOURCES, SOURCE_FILE
 from pipeline_lib.config import PipelineConfig
-from pipeline_lib.landing import list_delivery_files
-from pipeline_lib.schemas import LANDING_SOURCES, SOURCE_FILE
+from pipeline_lib.io.landing import list_delivery_files
 from tests.cluster import StandaloneCluster, die_with_parent, wait_for
 from tests.lake_compare import compare_lakes, lake_tables
 from tests.support import REPO, cli_environment

@@ -13,7 +13,7 @@ undisturbed run gives.
   records each retry in the run record's details;
 - OPTIMIZE during a MERGE-ing silver job: the job loses, is retried, and the table equals
   that of an undisturbed run;
-- two writers MERGE-ing into one table: the loser retries (``pipeline_lib.retry``) and both
+- two writers MERGE-ing into one table: the loser retries (``pipeline_lib.ops.retry``) and both
   writers' rows are there once;
 - two blind appends do not conflict at all (Delta only checks what a transaction read,
   and an append reads nothing), and both land;
@@ -42,7 +42,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-import pipeline_lib.delta_io as delta_io
+import pipeline_lib.io.delta as delta_io
 from jobs.framework import (
     JOB_CONFLICT_ATTEMPTS,
     JobContext,
@@ -52,19 +52,19 @@ from jobs.framework import (
     run_job,
 )
 from jobs.graph import JobSpec, select_jobs
+from pipeline_lib.bronze.schemas import LANDING_SOURCES
 from pipeline_lib.config import PipelineConfig
-from pipeline_lib.delta_io import read_table, table_path, upsert, write_table
-from pipeline_lib.locks import JobLockedError, job_lock
-from pipeline_lib.quality_io import METRICS_TABLE, read_quality_metrics
-from pipeline_lib.retry import (
+from pipeline_lib.io.delta import read_table, table_path, upsert, write_table
+from pipeline_lib.io.quality import METRICS_TABLE, read_quality_metrics
+from pipeline_lib.ops.locks import JobLockedError, job_lock
+from pipeline_lib.ops.retry import (
     ConflictRetriesExhaustedError,
     Retry,
     is_delta_conflict,
     retry_on_conflict,
 )
-from pipeline_lib.runs import RUNS_TABLE
-from pipeline_lib.schemas import LANDING_SOURCES
-from pipeline_lib.watermarks import CDF_PROPERTIES
+from pipeline_lib.ops.runs import RUNS_TABLE
+from pipeline_lib.ops.watermarks import CDF_PROPERTIES
 from tests.support import run_cli
 
 SLEEP_MS = 5000  # how long the loser's MERGE source sleeps inside its transaction

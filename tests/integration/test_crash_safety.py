@@ -33,11 +33,11 @@ from pyspark.sql import functions as F
 from jobs.bronze import INGEST_LOG_TABLE
 from jobs.framework import JobContext, new_run_id, run_job
 from jobs.graph import select_jobs
+from pipeline_lib.bronze.schemas import INGESTED_AT, LANDING_SOURCES, RUN_ID, SOURCE_FILE
 from pipeline_lib.config import PipelineConfig
-from pipeline_lib.delta_io import read_table, table_path, table_version
 from pipeline_lib.faults import CRASH_ENV
-from pipeline_lib.landing import list_delivery_files
-from pipeline_lib.schemas import INGESTED_AT, LANDING_SOURCES, RUN_ID, SOURCE_FILE
+from pipeline_lib.io.delta import read_table, table_path, table_version
+from pipeline_lib.io.landing import list_delivery_files
 from tests.lake_compare import DATA_LAYERS, compare_lakes, lake_tables
 from tests.support import (
     cli_environment,

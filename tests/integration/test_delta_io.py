@@ -10,7 +10,7 @@ from chispa import assert_df_equality
 from delta.tables import DeltaTable
 from pyspark.sql import types as T
 
-from pipeline_lib.delta_io import (
+from pipeline_lib.io.delta import (
     DuplicateKeyError,
     MergeCounts,
     MissingColumnsError,
@@ -24,7 +24,7 @@ from pipeline_lib.delta_io import (
     upsert,
     write_table,
 )
-from pipeline_lib.frames import local_frame
+from pipeline_lib.io.frames import local_frame
 
 SCHEMA = T.StructType(
     [

@@ -28,8 +28,8 @@ from jobs.graph import select_jobs
 from jobs.operations import maintain
 from jobs.runner import run_jobs
 from pipeline_lib.config import PipelineConfig
-from pipeline_lib.delta_io import read_table, table_path, table_version
-from pipeline_lib.erasure import STATS_PREFIX_CHARS
+from pipeline_lib.io.delta import read_table, table_path, table_version
+from pipeline_lib.privacy.erasure import STATS_PREFIX_CHARS
 from tests.support import run_cli
 
 pytestmark = pytest.mark.slow

@@ -29,10 +29,10 @@ from pyspark.sql import functions as F
 from jobs.framework import JobContext, JobResult, new_run_id, run_job
 from jobs.graph import select_jobs
 from pipeline_lib.config import PipelineConfig
-from pipeline_lib.delta_io import read_table, table_path, table_version, upsert, write_table
 from pipeline_lib.gold.schemas import GOLD_SCHEMAS, PII_COLUMNS
-from pipeline_lib.schemas import SILVER_SCHEMAS
-from pipeline_lib.watermarks import CDF_PROPERTIES
+from pipeline_lib.io.delta import read_table, table_path, table_version, upsert, write_table
+from pipeline_lib.ops.watermarks import CDF_PROPERTIES
+from pipeline_lib.silver.schemas import SILVER_SCHEMAS
 
 pytestmark = pytest.mark.slow
 

@@ -36,10 +36,10 @@ from pyspark.sql import functions as F
 from jobs.bronze import INGEST_LOG_TABLE
 from jobs.framework import JobContext, JobFailedError, JobResult, new_run_id, run_job
 from jobs.graph import JobSpec, select_jobs
+from pipeline_lib.bronze.schemas import LANDING_SOURCES
 from pipeline_lib.config import PipelineConfig
-from pipeline_lib.delta_io import read_table, table_exists, table_path
-from pipeline_lib.runs import RUNS_TABLE
-from pipeline_lib.schemas import LANDING_SOURCES
+from pipeline_lib.io.delta import read_table, table_exists, table_path
+from pipeline_lib.ops.runs import RUNS_TABLE
 from tests.hostile import FUZZ_SEED, HUGE_FIELD_CHARS, HostileBuild, Mutant, expected_rows
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,7 @@ from pyspark.sql import types as T
 from jobs.framework import JobContext, JobResult, new_run_id, run_job
 from jobs.graph import JOB_GRAPH
 from pipeline_lib.config import PipelineConfig
-from pipeline_lib.delta_io import table_path, table_version, write_table
+from pipeline_lib.io.delta import table_path, table_version, write_table
 from tests.lake_compare import DATA_LAYERS, comparable, compare_frames, compare_lakes, lake_tables
 from tests.support import run_cli
 

@@ -14,9 +14,9 @@ from pyspark.sql import functions as F
 from jobs.framework import JobContext, JobFailedError, JobResult, new_run_id, run_job
 from jobs.graph import JobSpec
 from jobs.operations import UnsafeRetentionError, maintain, print_status
-from pipeline_lib.delta_io import read_table, table_path, write_table
-from pipeline_lib.locks import JobLockedError, job_lock
-from pipeline_lib.runs import RUNS_TABLE
+from pipeline_lib.io.delta import read_table, table_path, write_table
+from pipeline_lib.ops.locks import JobLockedError, job_lock
+from pipeline_lib.ops.runs import RUNS_TABLE
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]

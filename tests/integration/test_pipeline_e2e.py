@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipeline_lib.config import PipelineConfig
-from pipeline_lib.delta_io import read_table, table_path
+from pipeline_lib.io.delta import read_table, table_path
 
 pytestmark = pytest.mark.slow
 

@@ -45,10 +45,10 @@ from pyspark.sql import functions as F
 
 from jobs.framework import JobContext, JobFailedError, new_run_id, run_job
 from jobs.graph import select_jobs
+from pipeline_lib.bronze.schemas import LANDING_SOURCES
 from pipeline_lib.config import ConfigError, load_config
-from pipeline_lib.delta_io import LAYERS, read_table, table_path
-from pipeline_lib.runs import RUNS_TABLE
-from pipeline_lib.schemas import LANDING_SOURCES
+from pipeline_lib.io.delta import LAYERS, read_table, table_path
+from pipeline_lib.ops.runs import RUNS_TABLE
 from tests.hostile import HMAC_KEY, snapshot
 from tests.support import REPO
 
@@ -70,7 +70,7 @@ MIN_PII_LENGTH = 4  # shorter values ("Li", "Ng") are too common as substrings t
 
 
 def hmac_pads(key: bytes) -> list[str]:
-    """Hex of the two padded keys that enter a Spark plan (pipeline_lib.privacy): key material."""
+    """Hex of the two padded keys that enter a Spark plan (pipeline_lib.privacy.pii): key material."""
     block = hashlib.sha256(key).digest() if len(key) > 64 else key
     block = block.ljust(64, b"\x00")
     return [bytes(b ^ pad for b in block).hex() for pad in (0x36, 0x5C)]

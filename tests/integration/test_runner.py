@@ -22,8 +22,8 @@ from jobs.framework import JobFailedError
 from jobs.graph import JOB_GRAPH, GraphError, JobSpec, downstream_of, select_jobs, topological_order
 from jobs.runner import SKIPPED, SUCCEEDED, run_jobs
 from pipeline_lib.config import PipelineConfig
-from pipeline_lib.delta_io import read_table, table_path
-from pipeline_lib.storage import delta_version
+from pipeline_lib.io.delta import read_table, table_path
+from pipeline_lib.io.storage import delta_version
 
 pytestmark = pytest.mark.slow
 

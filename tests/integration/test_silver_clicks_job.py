@@ -14,11 +14,12 @@ from pyspark.sql import functions as F
 
 from jobs.framework import JobContext
 from jobs.silver_clicks import ReconciliationError, _reconcile, silver_clicks
+from pipeline_lib.bronze.schemas import LANDING_SOURCES
 from pipeline_lib.config import PipelineConfig, QualityConfig
-from pipeline_lib.delta_io import read_table, table_path, table_version, write_table
-from pipeline_lib.schemas import FAILED_RULES, LANDING_SOURCES
-from pipeline_lib.transforms.clicks import IS_CUSTOMER_STITCHED
-from pipeline_lib.watermarks import CDF_PROPERTIES, WATERMARKS_TABLE
+from pipeline_lib.io.delta import read_table, table_path, table_version, write_table
+from pipeline_lib.ops.watermarks import CDF_PROPERTIES, WATERMARKS_TABLE
+from pipeline_lib.silver.clicks import IS_CUSTOMER_STITCHED
+from pipeline_lib.silver.schemas import FAILED_RULES
 from tests.unit.test_clicks import load_click_rules, session_hash
 
 pytestmark = pytest.mark.slow

@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 from chispa import assert_df_equality
 
-from pipeline_lib.delta_io import latest_commit, read_table, table_path, table_version, write_table
-from pipeline_lib.frames import local_frame
-from pipeline_lib.watermarks import (
+from pipeline_lib.io.delta import latest_commit, read_table, table_path, table_version, write_table
+from pipeline_lib.io.frames import local_frame
+from pipeline_lib.ops.watermarks import (
     WATERMARKS_TABLE,
     consumed_metadata,
     consumer_table,

@@ -1,4 +1,4 @@
-"""Unit tests of pipeline_lib.analytics: the queries behind the analyst notebooks."""
+"""Unit tests of pipeline_lib.analysis.queries: the queries behind the analyst notebooks."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipeline_lib import analytics as A
-from pipeline_lib.delta_io import MissingColumnsError
-from pipeline_lib.schemas import BASE_MONEY
+from pipeline_lib.io.delta import MissingColumnsError
+from pipeline_lib.silver.schemas import BASE_MONEY
 
 D1 = dt.date(2026, 3, 1)
 D2 = dt.date(2026, 3, 2)

@@ -62,9 +62,9 @@ def test_peer_equals_the_gold_tables_spark_wrote(reference_lake: PipelineConfig,
 def test_peer_equals_the_spark_transforms_at_an_earlier_as_of(
     spark, reference_lake: PipelineConfig, silver
 ) -> None:
-    from pipeline_lib.delta_io import read_table
     from pipeline_lib.gold.popularity import product_popularity
     from pipeline_lib.gold.segments import customer_segments
+    from pipeline_lib.io.delta import read_table
 
     lake = reference_lake.paths.lake
     settings = _peer_settings(reference_lake)

@@ -1,4 +1,4 @@
-"""Unit tests of the silver clickstream transforms (pipeline_lib/transforms/clicks.py)."""
+"""Unit tests of the silver clickstream transforms (pipeline_lib/silver/clicks.py)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline_lib import quality_io
+from pipeline_lib.bronze.schemas import LANDING_SOURCES
 from pipeline_lib.config import QualityRule, load_config
-from pipeline_lib.quality import split_by_quality, with_rule_results
-from pipeline_lib.schemas import FAILED_RULES, LANDING_SOURCES, SILVER_SCHEMAS
-from pipeline_lib.transforms.clicks import (
+from pipeline_lib.quality.rules import split_by_quality, with_rule_results
+from pipeline_lib.silver.clicks import (
     BRONZE_RECORD,
     IS_CUSTOMER_STITCHED,
     IS_NEW,
@@ -34,6 +34,7 @@ from pipeline_lib.transforms.clicks import (
     stitch_customers,
     to_silver_clicks,
 )
+from pipeline_lib.silver.schemas import FAILED_RULES, SILVER_SCHEMAS
 
 REPO = Path(__file__).resolve().parents[2]
 UTC = dt.UTC

@@ -9,7 +9,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipeline_lib.erasure import (
+from pipeline_lib.io.quality import quarantine_rows
+from pipeline_lib.privacy.erasure import (
     ERASED_TEXT,
     NEEDLES_SCHEMA,
     CustomerIdentifiers,
@@ -20,7 +21,6 @@ from pipeline_lib.erasure import (
     pseudonym,
     redact,
 )
-from pipeline_lib.quality_io import quarantine_rows
 
 IDS = CustomerIdentifiers(
     "C0000042",

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 from pyspark.sql import types as T
 
-from pipeline_lib.frames import local_frame
-from pipeline_lib.runs import RUN_RECORD_SCHEMA
+from pipeline_lib.io.frames import local_frame
+from pipeline_lib.ops.runs import RUN_RECORD_SCHEMA
 
 SCHEMA = T.StructType(
     [

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline_lib.generator import DEFECT_KINDS, SOURCES, GenerationReport, generate_landing, shop_size
-from pipeline_lib.generator import core as core_module
-from pipeline_lib.generator import customers as customers_module
-from pipeline_lib.generator._strings import TS_NAIVE, TS_OFFSET, TS_UTC, format_timestamps
+from ecom_generator import DEFECT_KINDS, SOURCES, GenerationReport, generate_landing, shop_size
+from ecom_generator import core as core_module
+from ecom_generator import customers as customers_module
+from ecom_generator._strings import TS_NAIVE, TS_OFFSET, TS_UTC, format_timestamps
 
 START = dt.date(2026, 3, 27)  # the run crosses the switch to summer time on 2026-03-29
 DAYS = 5
@@ -593,11 +593,11 @@ def test_tiny_scale_writes_a_few_hundred_events(tmp_path: Path) -> None:
 def test_timestamps_render_like_python_datetime() -> None:
     instants = np.array(
         [
-            int(dt.datetime(2026, 3, 29, 0, 59, 59, tzinfo=dt.timezone.utc).timestamp() * 1000),
-            int(dt.datetime(2026, 3, 29, 1, 0, 0, tzinfo=dt.timezone.utc).timestamp() * 1000),
-            int(dt.datetime(2026, 10, 25, 0, 59, 59, 123000, tzinfo=dt.timezone.utc).timestamp() * 1000),
-            int(dt.datetime(2026, 10, 25, 1, 0, 0, tzinfo=dt.timezone.utc).timestamp() * 1000),
-            int(dt.datetime(1999, 12, 31, 23, 30, tzinfo=dt.timezone.utc).timestamp() * 1000),
+            int(dt.datetime(2026, 3, 29, 0, 59, 59, tzinfo=dt.UTC).timestamp() * 1000),
+            int(dt.datetime(2026, 3, 29, 1, 0, 0, tzinfo=dt.UTC).timestamp() * 1000),
+            int(dt.datetime(2026, 10, 25, 0, 59, 59, 123000, tzinfo=dt.UTC).timestamp() * 1000),
+            int(dt.datetime(2026, 10, 25, 1, 0, 0, tzinfo=dt.UTC).timestamp() * 1000),
+            int(dt.datetime(1999, 12, 31, 23, 30, tzinfo=dt.UTC).timestamp() * 1000),
         ]
     )
     rendered = format_timestamps(instants, TS_OFFSET, millis=True).to_pylist()

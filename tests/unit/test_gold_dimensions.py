@@ -28,7 +28,7 @@ from pipeline_lib.gold.schemas import (
     GOLD_SCHEMAS,
     PII_COLUMNS,
 )
-from pipeline_lib.schemas import SILVER_SCHEMAS
+from pipeline_lib.silver.schemas import SILVER_SCHEMAS
 
 UTC = dt.UTC
 MEMBER_FROM = dt.datetime(1900, 1, 1, tzinfo=UTC)

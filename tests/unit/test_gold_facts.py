@@ -19,7 +19,7 @@ from pipeline_lib.gold.schemas import (
     FACT_ORDER_LINES_SCHEMA,
     FACT_ORDERS_SCHEMA,
 )
-from pipeline_lib.schemas import SILVER_SCHEMAS
+from pipeline_lib.silver.schemas import SILVER_SCHEMAS
 
 MEMBER_FROM = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
 

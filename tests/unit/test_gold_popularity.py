@@ -18,7 +18,7 @@ from pipeline_lib.gold.popularity import (
     select_category_as_of,
 )
 from pipeline_lib.gold.schemas import PRODUCT_POPULARITY_SCHEMA
-from pipeline_lib.schemas import BASE_MONEY
+from pipeline_lib.silver.schemas import BASE_MONEY
 
 AS_OF = dt.date(2024, 1, 31)
 D = dt.date

@@ -19,7 +19,7 @@ from pipeline_lib.gold.segments import (
     with_rfm_scores,
     with_segment,
 )
-from pipeline_lib.schemas import BASE_MONEY
+from pipeline_lib.silver.schemas import BASE_MONEY
 
 AS_OF = dt.date(2024, 1, 31)
 D = dt.date

@@ -10,7 +10,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from pipeline_lib.gold.schemas import FACT_SESSIONS_SCHEMA
 from pipeline_lib.gold.sessions import build_fact_sessions, funnel_step_no
-from pipeline_lib.schemas import SILVER_SCHEMAS
+from pipeline_lib.silver.schemas import SILVER_SCHEMAS
 
 
 def utc(*parts: int) -> dt.datetime:

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import types as T
 
-from pipeline_lib.history import build_scd2_history
+from pipeline_lib.silver.history import build_scd2_history
 
 HISTORY = T.StructType(
     [

@@ -8,7 +8,7 @@ import hmac
 import pytest
 from pyspark.sql import functions as F
 
-from pipeline_lib.privacy import (
+from pipeline_lib.privacy.pii import (
     INSECURE_DEFAULT_KEY,
     HmacKeyMissingError,
     hmac_key,

@@ -7,8 +7,9 @@ from chispa import assert_df_equality
 from pyspark.sql import types as T
 
 from pipeline_lib.config import QualityRule
-from pipeline_lib.delta_io import MissingColumnsError
-from pipeline_lib.quality import (
+from pipeline_lib.io.delta import MissingColumnsError
+from pipeline_lib.io.quality import bronze_record_of_failures_only, measured_once, quarantine_rows
+from pipeline_lib.quality.rules import (
     METRICS_SCHEMA,
     QualityThresholdError,
     enforce_thresholds,
@@ -16,7 +17,6 @@ from pipeline_lib.quality import (
     split_by_quality,
     with_rule_results,
 )
-from pipeline_lib.quality_io import bronze_record_of_failures_only, measured_once, quarantine_rows
 
 SCHEMA = T.StructType(
     [

@@ -8,16 +8,16 @@ from decimal import Decimal
 from chispa import assert_df_equality
 from pyspark.sql import types as T
 
-from pipeline_lib.schemas import RATE
-from pipeline_lib.transforms.common import (
+from pipeline_lib.silver.common import (
     clean_string,
     parse_boolean,
     parse_decimal,
     parse_timestamp,
 )
-from pipeline_lib.transforms.fx import with_fx_rate
-from pipeline_lib.transforms.orders import with_line_amounts, with_superseded_flag
-from pipeline_lib.transforms.products import with_delisted_products
+from pipeline_lib.silver.fx import with_fx_rate
+from pipeline_lib.silver.orders import with_line_amounts, with_superseded_flag
+from pipeline_lib.silver.products import with_delisted_products
+from pipeline_lib.silver.schemas import RATE
 
 
 def test_clean_string_trims_and_blanks_to_null(spark):

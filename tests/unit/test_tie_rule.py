@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import functions as F
 
-from pipeline_lib.transforms.clicks import CLICK_CONTENT, rank_clicks
-from pipeline_lib.transforms.common import (
+from pipeline_lib.silver.clicks import CLICK_CONTENT, rank_clicks
+from pipeline_lib.silver.common import (
     CONFLICT,
     DUPLICATE,
     KEPT,
@@ -22,7 +22,7 @@ from pipeline_lib.transforms.common import (
     keep_latest,
     rank_versions,
 )
-from pipeline_lib.transforms.orders import order_version_key, rank_orders
+from pipeline_lib.silver.orders import order_version_key, rank_orders
 
 DAY1, DAY2 = dt.date(2024, 1, 2), dt.date(2024, 1, 3)
 ROWS = "id string, version int, payload string, _ingest_date date, _source_file string, _run_id string"
