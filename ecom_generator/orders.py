@@ -322,7 +322,7 @@ class _Column:
     """A numpy column that grows by doubling (amortised O(1) appends)."""
 
     def __init__(self, dtype: type) -> None:
-        self._data = np.empty(1024, dtype=dtype)
+        self._data: np.ndarray = np.empty(1024, dtype=dtype)
         self.size = 0
 
     def extend(self, values: np.ndarray) -> None:

@@ -1,4 +1,4 @@
-"""What every job shares: its context, its result, and how one job runs.
+"""How one job runs (its context and result are in :mod:`pipeline_lib.ops.context`).
 
 A job is a function ``(ctx: JobContext) -> JobResult`` declared in :mod:`jobs.graph`.
 :func:`run_job` times it, holds its lock, prints progress on stderr, and appends a run
@@ -10,18 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import sys
 import time
 import traceback
-import uuid
-from dataclasses import dataclass, field
-from typing import Any
-
-from pyspark.sql import SparkSession
 
 from jobs.graph import JobSpec
-from pipeline_lib.config import PipelineConfig
-from pipeline_lib.io.delta import table_path
+from pipeline_lib.ops.context import JobContext, JobResult
 from pipeline_lib.ops.locks import JobLockedError, job_lock
 from pipeline_lib.ops.retry import Retry, retry_on_conflict
 from pipeline_lib.ops.runs import RunRecord, record_runs
@@ -33,46 +26,6 @@ JOB_CONFLICT_ATTEMPTS = 3
 
 class JobFailedError(RuntimeError):
     """A job failed; the message is the one-line reason shown to the operator."""
-
-
-@dataclass(frozen=True)
-class JobContext:
-    """What a job gets: the session, the config, and this run's identity and options."""
-
-    spark: SparkSession
-    config: PipelineConfig
-    run_id: str
-    as_of: dt.date | None = None
-    full_refresh: bool = False
-
-    def path(self, layer: str, table: str) -> str:
-        """``<lake>/<layer>/<table>``."""
-        return table_path(self.config.paths.lake, layer, table)
-
-    def progress(self, message: str) -> None:
-        """One line of progress on stderr."""
-        progress(message)
-
-
-def progress(message: str) -> None:
-    """One line of progress on stderr, with the time."""
-    print(f"[{dt.datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class JobResult:
-    """What a job reports: row counts, the Delta versions it wrote, and free-form details."""
-
-    rows_read: int = 0
-    rows_written: int = 0
-    rows_quarantined: int = 0
-    delta_versions: dict[str, int] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-def new_run_id() -> str:
-    """A sortable, unique run id: UTC time plus a random suffix."""
-    return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
 def run_job(spec: JobSpec, ctx: JobContext, *, records: list[RunRecord] | None = None) -> JobResult:

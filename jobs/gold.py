@@ -20,102 +20,42 @@ upstream (a line removed from an order) are deleted in the same MERGE.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import reduce
 
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs.framework import JobContext, JobResult
 from pipeline_lib.gold.dimensions import build_dim_customer, build_dim_date, build_dim_product
-from pipeline_lib.gold.facts import build_fact_order_lines, build_fact_orders
+from pipeline_lib.gold.facts import build_fact_order_lines, build_fact_orders, changed_order_ids, of_keys
 from pipeline_lib.gold.sessions import build_fact_sessions
 from pipeline_lib.io.delta import (
     MergeCounts,
     assert_unique_keys,
-    commit_metadata,
-    read_table,
     replace_groups,
+    sync_table,
     table_exists,
     table_version,
     write_table,
 )
-from pipeline_lib.ops.watermarks import (
-    CDF_PROPERTIES,
-    consumed_metadata,
-    processed_versions,
-    record_consumption,
-)
-
-_CHANGE_TYPES = ("insert", "update_preimage", "update_postimage", "delete")
+from pipeline_lib.ops.context import JobContext, JobResult
+from pipeline_lib.ops.watermarks import CDF_PROPERTIES, PinnedInputs
 
 
-# --- I/O helpers (bounded metadata and writes) ----------------------------------------------
+def _inputs(ctx: JobContext, table: str, sources: Sequence[str]) -> PinnedInputs:
+    return PinnedInputs.pin(ctx.spark, ctx.lake, f"gold.{table}", sources, ctx.run_id)
 
 
-def _source_path(ctx: JobContext, source: str) -> str:
-    layer, table = source.split(".")
-    return ctx.path(layer, table)
+def _is_up_to_date(ctx: JobContext, path: str, inputs: PinnedInputs) -> bool:
+    return not ctx.full_refresh and table_exists(ctx.spark, path) and inputs.unchanged
 
 
-def _latest_versions(ctx: JobContext, sources: Sequence[str]) -> dict[str, int]:
-    """The current version of each ``layer.table`` source; every source must exist."""
-    versions = {}
-    for source in sources:
-        version = table_version(ctx.spark, _source_path(ctx, source))
-        if version is None:
-            raise FileNotFoundError(
-                f"no Delta table {source} at {_source_path(ctx, source)}: run its job first"
-            )
-        versions[source] = version
-    return versions
+def _needs_full_build(ctx: JobContext, path: str, inputs: PinnedInputs) -> bool:
+    return ctx.full_refresh or not table_exists(ctx.spark, path) or inputs.first_time
 
 
-def _processed_versions(ctx: JobContext, consumer: str, sources: Sequence[str]) -> dict[str, int | None]:
-    """The last version of each source this consumer processed (None if never)."""
-    return processed_versions(ctx.spark, ctx.config.paths.lake, consumer, sources)
-
-
-def _state(ctx: JobContext, consumer: str, versions: dict[str, int]) -> str:
-    """What the job's commit records it consumed: the versions of every source read."""
-    return consumed_metadata(consumer, versions, ctx.run_id)
-
-
-def _save_versions(
-    ctx: JobContext, consumer: str, versions: dict[str, int], done: dict[str, int | None]
-) -> None:
-    """Record the versions processed: in the job's own commit when it wrote (nothing more to
-    do), else one append to the log for the sources that moved."""
-    if any(done.get(source) != version for source, version in versions.items()):
-        record_consumption(ctx.spark, ctx.config.paths.lake, consumer, versions, ctx.run_id)
-
-
-def _read(ctx: JobContext, source: str, versions: dict[str, int]) -> DataFrame:
-    """A source as of the version this run processes, so the watermark matches what was read."""
-    return read_table(ctx.spark, _source_path(ctx, source), version=versions[source])
-
-
-def _changed_rows(ctx: JobContext, source: str, after: int | None, latest: int) -> DataFrame:
-    """Every row image (insert, update pre/post, delete) of versions ``after+1..latest``.
-
-    With no watermark yet (``after`` None) every row of the table counts as changed.
-    """
-    if after is None:
-        return _read(ctx, source, {source: latest})
-    if after >= latest:
-        return _read(ctx, source, {source: latest}).limit(0)
-    return (
-        ctx.spark.read.format("delta")
-        .option("readChangeFeed", "true")
-        .option("startingVersion", after + 1)
-        .option("endingVersion", latest)
-        .load(_source_path(ctx, source))
-        .where(F.col("_change_type").isin(*_CHANGE_TYPES))
-    )
-
-
-def _result(ctx: JobContext, path: str, counts: MergeCounts, *, mode: str) -> JobResult:
+def _result(ctx: JobContext, path: str, counts: MergeCounts | None, *, mode: str) -> JobResult:
     """What the job's own commit did: Delta's counts of that write, not of the table's latest commit."""
+    if counts is None:
+        return JobResult(details={"mode": "skipped", "reason": "content unchanged"})
     version = table_version(ctx.spark, path)
     return JobResult(
         rows_read=counts.source_rows,
@@ -134,98 +74,34 @@ def _skipped(reason: str) -> JobResult:
     return JobResult(details={"mode": "skipped", "reason": reason})
 
 
-def _overwrite(ctx: JobContext, table: DataFrame, path: str, *, state: str) -> JobResult:
+def _overwrite(ctx: JobContext, table: DataFrame, path: str, inputs: PinnedInputs) -> JobResult:
     table = table.localCheckpoint()  # counted and written: compute it once
     rows = table.count()
     write_table(
-        table, path, mode="overwrite", overwrite_schema=True, properties=CDF_PROPERTIES, user_metadata=state
+        table,
+        path,
+        mode="overwrite",
+        overwrite_schema=True,
+        properties=CDF_PROPERTIES,
+        user_metadata=inputs.state,
     )
     return _result(ctx, path, MergeCounts(inserted=rows, source_rows=rows), mode="full")
 
 
-def _sync_table(
-    ctx: JobContext, built: DataFrame, path: str, *, keys: Sequence[str], state: str
-) -> JobResult:
-    """Make a small table equal to ``built``, committing only if the content differs.
-
-    Full refresh or a missing table: overwrite. Otherwise one MERGE by ``keys`` updates the
-    changed rows, inserts the new ones and deletes the vanished ones, so the table's change
-    feed lists exactly the rows that changed.
-    """
-    built = built.localCheckpoint()  # checked, compared and merged: compute it once
-    assert_unique_keys(built, keys, what=f"sync of {path}")
-    if ctx.full_refresh or not table_exists(ctx.spark, path):
-        return _overwrite(ctx, built, path, state=state)
-    existing = read_table(ctx.spark, path).select(*built.columns)
-    if built.exceptAll(existing).unionByName(existing.exceptAll(built)).isEmpty():
-        return _skipped("content unchanged")
-    on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-    changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in built.columns if c not in keys)
-    with commit_metadata(ctx.spark, state):
-        metrics = (
-            DeltaTable.forPath(ctx.spark, path)
-            .alias("t")
-            .merge(built.alias("s"), on)
-            .whenMatchedUpdateAll(condition=changed or None)
-            .whenNotMatchedInsertAll()
-            .whenNotMatchedBySourceDelete()
-            .execute()
-        )
-    return _result(ctx, path, MergeCounts.of_merge(metrics, source_rows=built.count()), mode="merge")
-
-
 def _replace_keys(
-    ctx: JobContext, rebuilt: DataFrame, path: str, *, keys: Sequence[str], scope: DataFrame, state: str
+    ctx: JobContext,
+    rebuilt: DataFrame,
+    path: str,
+    *,
+    keys: Sequence[str],
+    scope: DataFrame,
+    inputs: PinnedInputs,
 ) -> JobResult:
     """Replace the rows of the ``scope`` keys with ``rebuilt`` (see :func:`replace_groups`)."""
-    counts = replace_groups(rebuilt, path, row_keys=keys, scope=scope, user_metadata=state)
+    counts = replace_groups(rebuilt, path, row_keys=keys, scope=scope, user_metadata=inputs.state)
     if counts is None:
         return _skipped("no rows in the changed scope")
     return _result(ctx, path, counts, mode="incremental")
-
-
-def _is_up_to_date(ctx: JobContext, path: str, versions: dict[str, int], done: dict[str, int | None]) -> bool:
-    return (
-        not ctx.full_refresh
-        and table_exists(ctx.spark, path)
-        and all(done[source] == version for source, version in versions.items())
-    )
-
-
-def _needs_full_build(ctx: JobContext, path: str, done: dict[str, int | None]) -> bool:
-    return ctx.full_refresh or not table_exists(ctx.spark, path) or any(v is None for v in done.values())
-
-
-def _distinct_union(frames: Sequence[DataFrame]) -> DataFrame:
-    return reduce(DataFrame.unionByName, frames).distinct()
-
-
-def _changed_order_ids(
-    ctx: JobContext,
-    versions: dict[str, int],
-    done: dict[str, int | None],
-    *,
-    orders: DataFrame,
-    order_items: DataFrame,
-) -> DataFrame:
-    """order_ids whose fact rows may differ: changed orders or lines, and orders of changed
-    customers or products (their dimension rows, hence their point-in-time keys, moved)."""
-
-    def changes(source: str) -> DataFrame:
-        return _changed_rows(ctx, source, done[source], versions[source])
-
-    ids = [changes(s).select("order_id") for s in ("silver.orders", "silver.order_items")]
-    if "gold.dim_customer" in versions:
-        customers = changes("gold.dim_customer").select("customer_id").where(F.col("customer_id").isNotNull())
-        ids.append(orders.join(customers, on="customer_id", how="left_semi").select("order_id"))
-    if "gold.dim_product" in versions:
-        products = changes("gold.dim_product").select("product_id").where(F.col("product_id").isNotNull())
-        ids.append(order_items.join(products, on="product_id", how="left_semi").select("order_id"))
-    return _distinct_union(ids).where(F.col("order_id").isNotNull())
-
-
-def _only(frame: DataFrame, scope: DataFrame) -> DataFrame:
-    return frame.join(scope, on=scope.columns, how="left_semi")
 
 
 # --- Dimensions ------------------------------------------------------------------------------
@@ -234,15 +110,23 @@ def _only(frame: DataFrame, scope: DataFrame) -> DataFrame:
 def _dimension_job(
     ctx: JobContext, table: str, *, key: str, sources: Sequence[str], build: Callable[..., DataFrame]
 ) -> JobResult:
-    """Rebuild a dimension from its sources (read in ``sources`` order) and sync it by ``key``."""
-    consumer, path = f"gold.{table}", ctx.path("gold", table)
-    versions = _latest_versions(ctx, sources)
-    done = _processed_versions(ctx, consumer, sources)
-    if _is_up_to_date(ctx, path, versions, done):
+    """Rebuild a dimension from its sources (read in ``sources`` order) and sync it by ``key``.
+
+    Full refresh or a missing table: overwrite. Otherwise one MERGE changes the rows that
+    differ, and nothing is committed when none do.
+    """
+    path, inputs = ctx.path("gold", table), _inputs(ctx, table, sources)
+    if _is_up_to_date(ctx, path, inputs):
         return _skipped("sources unchanged")
-    built = build(*(_read(ctx, s, versions) for s in sources))
-    result = _sync_table(ctx, built, path, keys=[key], state=_state(ctx, consumer, versions))
-    _save_versions(ctx, consumer, versions, done)
+    built = build(*(inputs.read(s) for s in sources)).localCheckpoint()  # compared and merged: once
+    assert_unique_keys(built, [key], what=f"gold.{table}")
+    if ctx.full_refresh or not table_exists(ctx.spark, path):
+        result = _overwrite(ctx, built, path, inputs)
+    else:
+        result = _result(
+            ctx, path, sync_table(built, path, keys=[key], user_metadata=inputs.state), mode="merge"
+        )
+    inputs.record()
     return result
 
 
@@ -285,80 +169,77 @@ def dim_product(ctx: JobContext) -> JobResult:
 # --- Facts -----------------------------------------------------------------------------------
 
 
+def _changed_orders(inputs: PinnedInputs, orders: DataFrame, order_items: DataFrame) -> DataFrame:
+    dims = {
+        "customer_changes": "gold.dim_customer",
+        "product_changes": "gold.dim_product",
+    }
+    return changed_order_ids(
+        inputs.changes("silver.orders"),
+        inputs.changes("silver.order_items"),
+        orders=orders,
+        order_items=order_items,
+        **{name: inputs.changes(source) for name, source in dims.items() if source in inputs.versions},
+    )
+
+
 def fact_order_lines(ctx: JobContext) -> JobResult:
     """Order lines (current state) with point-in-time customer and product keys."""
-    consumer, path = "gold.fact_order_lines", ctx.path("gold", "fact_order_lines")
     sources = ("silver.orders", "silver.order_items", "gold.dim_customer", "gold.dim_product")
-    versions, done = _latest_versions(ctx, sources), _processed_versions(ctx, consumer, sources)
-    if _is_up_to_date(ctx, path, versions, done):
+    path, inputs = ctx.path("gold", "fact_order_lines"), _inputs(ctx, "fact_order_lines", sources)
+    if _is_up_to_date(ctx, path, inputs):
         return _skipped("sources unchanged")
-    orders, order_items, customers, products = (_read(ctx, s, versions) for s in sources)
-    if _needs_full_build(ctx, path, done):
+    orders, order_items, customers, products = (inputs.read(s) for s in sources)
+    if _needs_full_build(ctx, path, inputs):
         lines = order_items.transform(
             build_fact_order_lines, orders=orders, dim_customer=customers, dim_product=products
         )
-        result = _overwrite(ctx, lines, path, state=_state(ctx, consumer, versions))
+        result = _overwrite(ctx, lines, path, inputs)
     else:
-        changed = _changed_order_ids(ctx, versions, done, orders=orders, order_items=order_items)
-        lines = _only(order_items, changed).transform(
+        changed = _changed_orders(inputs, orders, order_items)
+        lines = of_keys(order_items, changed).transform(
             build_fact_order_lines,
-            orders=_only(orders, changed),
+            orders=of_keys(orders, changed),
             dim_customer=customers,
             dim_product=products,
         )
-        result = _replace_keys(
-            ctx,
-            lines,
-            path,
-            keys=["order_id", "line_no"],
-            scope=changed,
-            state=_state(ctx, consumer, versions),
-        )
-    _save_versions(ctx, consumer, versions, done)
+        result = _replace_keys(ctx, lines, path, keys=["order_id", "line_no"], scope=changed, inputs=inputs)
+    inputs.record()
     return result
 
 
 def fact_orders(ctx: JobContext) -> JobResult:
     """Orders (current state) with line totals in the base currency and the revenue flag."""
-    consumer, path = "gold.fact_orders", ctx.path("gold", "fact_orders")
     sources = ("silver.orders", "silver.order_items", "gold.dim_customer")
-    versions, done = _latest_versions(ctx, sources), _processed_versions(ctx, consumer, sources)
-    if _is_up_to_date(ctx, path, versions, done):
+    path, inputs = ctx.path("gold", "fact_orders"), _inputs(ctx, "fact_orders", sources)
+    if _is_up_to_date(ctx, path, inputs):
         return _skipped("sources unchanged")
-    orders, order_items, customers = (_read(ctx, s, versions) for s in sources)
-    if _needs_full_build(ctx, path, done):
+    orders, order_items, customers = (inputs.read(s) for s in sources)
+    if _needs_full_build(ctx, path, inputs):
         facts = orders.transform(build_fact_orders, order_items=order_items, dim_customer=customers)
-        result = _overwrite(ctx, facts, path, state=_state(ctx, consumer, versions))
+        result = _overwrite(ctx, facts, path, inputs)
     else:
-        changed = _changed_order_ids(ctx, versions, done, orders=orders, order_items=order_items)
-        facts = _only(orders, changed).transform(
-            build_fact_orders, order_items=_only(order_items, changed), dim_customer=customers
+        changed = _changed_orders(inputs, orders, order_items)
+        facts = of_keys(orders, changed).transform(
+            build_fact_orders, order_items=of_keys(order_items, changed), dim_customer=customers
         )
-        result = _replace_keys(
-            ctx, facts, path, keys=["order_id"], scope=changed, state=_state(ctx, consumer, versions)
-        )
-    _save_versions(ctx, consumer, versions, done)
+        result = _replace_keys(ctx, facts, path, keys=["order_id"], scope=changed, inputs=inputs)
+    inputs.record()
     return result
 
 
 def fact_sessions(ctx: JobContext) -> JobResult:
     """Visits: one row per click session, with funnel counts and conversion."""
-    consumer, path = "gold.fact_sessions", ctx.path("gold", "fact_sessions")
-    sources = ("silver.clicks",)
-    versions, done = _latest_versions(ctx, sources), _processed_versions(ctx, consumer, sources)
-    if _is_up_to_date(ctx, path, versions, done):
+    path, inputs = ctx.path("gold", "fact_sessions"), _inputs(ctx, "fact_sessions", ("silver.clicks",))
+    if _is_up_to_date(ctx, path, inputs):
         return _skipped("sources unchanged")
-    clicks = _read(ctx, "silver.clicks", versions)
-    if _needs_full_build(ctx, path, done):
-        result = _overwrite(
-            ctx, clicks.transform(build_fact_sessions), path, state=_state(ctx, consumer, versions)
-        )
+    clicks = inputs.read("silver.clicks")
+    if _needs_full_build(ctx, path, inputs):
+        result = _overwrite(ctx, clicks.transform(build_fact_sessions), path, inputs)
     else:
-        changes = _changed_rows(ctx, "silver.clicks", done["silver.clicks"], versions["silver.clicks"])
+        changes = inputs.changes("silver.clicks")
         changed = changes.select("session_id").where(F.col("session_id").isNotNull()).distinct()
-        sessions = _only(clicks, changed).transform(build_fact_sessions)
-        result = _replace_keys(
-            ctx, sessions, path, keys=["session_id"], scope=changed, state=_state(ctx, consumer, versions)
-        )
-    _save_versions(ctx, consumer, versions, done)
+        sessions = of_keys(clicks, changed).transform(build_fact_sessions)
+        result = _replace_keys(ctx, sessions, path, keys=["session_id"], scope=changed, inputs=inputs)
+    inputs.record()
     return result

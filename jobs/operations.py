@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 
-from delta.tables import DeltaTable
 from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
 from pipeline_lib.config import MaintenanceConfig
-from pipeline_lib.io.delta import read_table, register_lake_tables, table_exists, table_path
-from pipeline_lib.ops.runs import RUNS_TABLE
+from pipeline_lib.io.delta import (
+    latest_commit,
+    optimize,
+    read_table,
+    register_lake_tables,
+    table_exists,
+    table_path,
+    vacuum,
+)
+from pipeline_lib.ops.schemas import RUNS_TABLE
 
 SAFE_RETENTION_HOURS = 168
 # Columns that queries filter or join on, per table: OPTIMIZE clusters files by them.
@@ -52,14 +59,16 @@ def print_status(spark: SparkSession, lake: str) -> None:
         .orderBy("job")
         .show(200, truncate=False)
     )
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    now = dt.datetime.now(dt.UTC)
     print("gold freshness (last commit, UTC):")
     for name in register_lake_tables(spark, lake, layers=("gold",)):
         layer, table = name.split(".")
-        last = DeltaTable.forPath(spark, table_path(lake, layer, table)).history(1).first()
-        committed = last["timestamp"]
+        last = latest_commit(spark, table_path(lake, layer, table))
+        if last is None:
+            continue
+        committed = dt.datetime.fromtimestamp(int(last.info.get("timestamp", 0)) / 1000, dt.UTC)
         print(
-            f"  {name:32} version {last['version']:>5}  {committed:%Y-%m-%d %H:%M:%S}  "
+            f"  {name:32} version {last.version:>5}  {committed:%Y-%m-%d %H:%M:%S}  "
             f"({(now - committed).total_seconds() / 3600:.1f} h ago)"
         )
 
@@ -84,20 +93,12 @@ def maintain(
             "set maintenance.allow_unsafe_retention: true to accept that older versions and "
             "running readers may break"
         )
-    if hours < SAFE_RETENTION_HOURS:
-        spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
     done = {}
     for name in register_lake_tables(spark, lake):
         layer, table = name.split(".")
-        table_obj = DeltaTable.forPath(spark, table_path(lake, layer, table))
-        optimizer = table_obj.optimize()
-        metrics = (
-            optimizer.executeZOrderBy(*ZORDER_BY[name])
-            if name in ZORDER_BY
-            else optimizer.executeCompaction()
-        )
-        removed = metrics.select("metrics.numFilesRemoved").first()[0]
-        table_obj.vacuum(float(hours))
+        path = table_path(lake, layer, table)
+        removed = optimize(spark, path, zorder_by=ZORDER_BY.get(name, ()))
+        vacuum(spark, path, retention_hours=hours, allow_unsafe=hours < SAFE_RETENTION_HOURS)
         done[name] = f"optimized ({removed} files compacted), vacuumed at {hours} h"
         progress(f"maintain: {name}: {done[name]}")
     # Erasures run with --keep-history left older versions holding the customer: drop them now.

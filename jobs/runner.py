@@ -38,7 +38,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from jobs.framework import JobContext, JobFailedError, new_run_id, progress, run_job, save_run_records
+from jobs.framework import JobFailedError, run_job, save_run_records
 from jobs.graph import LANDING, JobSpec, upstream_jobs
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.io.storage import (
@@ -48,6 +48,7 @@ from pipeline_lib.io.storage import (
     read_state,
     write_state,
 )
+from pipeline_lib.ops.context import JobContext, new_run_id, progress
 from pipeline_lib.ops.runs import RunRecord
 
 SUCCEEDED, FAILED, SKIPPED, BLOCKED = "succeeded", "failed", "skipped", "blocked"

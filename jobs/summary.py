@@ -7,6 +7,7 @@ collected to the driver.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -26,13 +27,13 @@ HIGHLIGHTS: dict[str, Callable[[DataFrame], DataFrame]] = {
         .orderBy("channel")
     ),
     "gold.customer_segments": lambda t: (
-        t.where(F.col("as_of_date") == t.agg(F.max("as_of_date")).first()[0])
+        t.where(F.col("as_of_date") == _latest(t, "as_of_date"))
         .groupBy("as_of_date", "segment")
         .agg(F.count(F.lit(1)).alias("customers"), F.round(F.sum("monetary"), 2).alias("revenue_base"))
         .orderBy(F.desc("customers"))
     ),
     "gold.product_popularity": lambda t: (
-        t.where((F.col("as_of_date") == t.agg(F.max("as_of_date")).first()[0]) & (F.col("rank_overall") <= 5))
+        t.where((F.col("as_of_date") == _latest(t, "as_of_date")) & (F.col("rank_overall") <= 5))
         .select(
             "window_days",
             "rank_overall",
@@ -67,3 +68,9 @@ def print_summary(spark: SparkSession, lake: str) -> None:
         if name in names:
             print(f"\n{name}:")
             highlight(spark.table(name)).show(truncate=False)
+
+
+def _latest(table: DataFrame, column: str) -> Any:
+    """The greatest value of ``column`` (one aggregate row); None for an empty table."""
+    row = table.agg(F.max(column)).first()
+    return None if row is None else row[0]

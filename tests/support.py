@@ -54,6 +54,7 @@ def run_cli(
     cwd: Path = REPO,
     timeout: float = CLI_TIMEOUT_S,
     check: bool = True,
+    module: str = "jobs",
 ) -> subprocess.CompletedProcess[str]:
     """Run ``ecom-pipeline <args>`` (as ``python -m jobs``) in a subprocess; fail the test on error.
 
@@ -63,9 +64,11 @@ def run_cli(
         cwd: The working directory; default the repository.
         timeout: Seconds before the subprocess is killed.
         check: Fail the calling test when the command exits non-zero.
+        module: The module run with ``python -m``: ``tests.faults`` runs the CLI with the
+            crash points of the crash-safety tests installed.
     """
     completed = subprocess.run(
-        [sys.executable, "-m", "jobs", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
         env=cli_environment() if env is None else env,
         capture_output=True,

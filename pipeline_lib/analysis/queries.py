@@ -9,7 +9,7 @@ Revenue follows the contract: ``net_amount_base`` of orders whose current status
 ``cancelled`` or ``returned``, read from gold's ``is_revenue`` column (or, for a table
 without it, derived from ``order_status`` by the same rule the gold jobs use).
 
-    from pipeline_lib import analytics as A
+    from pipeline_lib.analysis import queries as A
     orders = spark.table("gold.fact_orders")
     lake.to_pandas(orders.transform(A.daily_sales))
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import cast
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -341,7 +342,7 @@ def score_distribution(segments: DataFrame, *, as_of: dt.date) -> DataFrame:
     return (
         _segments_on(segments, as_of)
         .select("customer_id", *[F.col(s).cast(T.IntegerType()).alias(s) for s in scores])
-        .unpivot("customer_id", scores, "score", "value")
+        .unpivot("customer_id", cast("list[Column | str]", scores), "score", "value")
         .groupBy("score", "value")
         .agg(F.countDistinct("customer_id").alias("customers"))
         .orderBy("score", "value")

@@ -88,7 +88,7 @@ def parse_json_lines(lines: DataFrame, *, source: LandingSource, keep: Sequence[
     schema = T.StructType([*source.delivered_schema.fields, T.StructField(CORRUPT_RECORD, T.StringType())])
     options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_RECORD}
     known = F.array(*[F.lit(name) for name in source.fields])
-    everything = F.from_json("value", T.MapType(T.StringType(), T.StringType()))
+    everything = F.from_json("value", "map<string,string>")
     extras = F.map_filter(everything, lambda key, _value: ~F.array_contains(known, key))
     parsed = lines.where(F.trim(F.col("value")) != "").select(
         F.from_json("value", schema, options).alias("record"),

@@ -23,14 +23,13 @@ from pipeline_lib.gold.facts import (
     is_revenue_status,
     with_point_in_time_sk,
 )
-from pipeline_lib.gold.schemas import GOLD_SCHEMAS, PII_COLUMNS, conform_to
+from pipeline_lib.gold.schemas import GOLD_SCHEMAS, conform_to
 from pipeline_lib.gold.sessions import FUNNEL_STEPS, build_fact_sessions, funnel_step_no
 
 __all__ = [
     "FUNNEL_STEPS",
     "GOLD_SCHEMAS",
     "NON_REVENUE_STATUSES",
-    "PII_COLUMNS",
     "UNKNOWN_SK",
     "build_dim_customer",
     "build_dim_date",

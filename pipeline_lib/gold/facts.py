@@ -16,6 +16,7 @@ status is not ``cancelled`` or ``returned`` (``is_revenue``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import reduce
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -197,3 +198,33 @@ def build_fact_orders(orders: DataFrame, *, order_items: DataFrame, dim_customer
         .withColumn("is_revenue", is_revenue_status("order_status"))
     )
     return conform_to(facts, FACT_ORDERS_SCHEMA)
+
+
+def changed_order_ids(
+    order_changes: DataFrame,
+    line_changes: DataFrame,
+    *,
+    orders: DataFrame,
+    order_items: DataFrame,
+    customer_changes: DataFrame | None = None,
+    product_changes: DataFrame | None = None,
+) -> DataFrame:
+    """The ``order_id`` of every order whose fact rows may differ after these changes.
+
+    Changed orders and lines, and the orders of customers or products whose dimension rows
+    changed (their point-in-time surrogate keys may have moved). Each ``*_changes`` frame
+    holds row images of a change feed (or every row, on a first build).
+    """
+    ids = [order_changes.select("order_id"), line_changes.select("order_id")]
+    if customer_changes is not None:
+        customers = customer_changes.select("customer_id").where(F.col("customer_id").isNotNull())
+        ids.append(orders.join(customers, on="customer_id", how="left_semi").select("order_id"))
+    if product_changes is not None:
+        products = product_changes.select("product_id").where(F.col("product_id").isNotNull())
+        ids.append(order_items.join(products, on="product_id", how="left_semi").select("order_id"))
+    return reduce(DataFrame.unionByName, ids).distinct().where(F.col("order_id").isNotNull())
+
+
+def of_keys(frame: DataFrame, keys: DataFrame) -> DataFrame:
+    """The rows of ``frame`` whose values of ``keys``' columns are among ``keys``' rows."""
+    return frame.join(keys, on=keys.columns, how="left_semi")

@@ -5,7 +5,8 @@ columns, their order and their types are fixed here and nowhere else. The contra
 the minimum columns; the extra ones are documented in ``docs/gold.md``.
 
 Personal data never reaches gold: no e-mail, first name, last name, phone or postal code
-(:data:`PII_COLUMNS`); customers are identified by ``customer_id`` and ``email_hash``.
+(:data:`pipeline_lib.privacy.pii.PII_COLUMNS`); customers are identified by ``customer_id``
+and ``email_hash``.
 """
 
 from __future__ import annotations
@@ -180,7 +181,6 @@ GOLD_SCHEMAS: dict[str, T.StructType] = {
 }
 
 # Personal data of silver.customers that must never appear in a gold table.
-PII_COLUMNS = ("email", "first_name", "last_name", "phone", "postal_code")
 
 
 def conform_to(df: DataFrame, schema: T.StructType) -> DataFrame:

@@ -3,6 +3,11 @@
 Layout: ``<lake>/<layer>/<table>``, layers ``bronze``, ``silver``, ``gold``, ``quarantine``
 and ``ops``. Every helper checks the columns it needs before touching data and fails
 with a "found vs required" message; duplicate keys are reported before a MERGE.
+
+Every data commit of the project goes through two functions: :func:`write_table` (append,
+overwrite, replace a partition) and :func:`merge` (every MERGE). The crash-safety tests wrap
+exactly these two (``tests/crashing.py``) to kill a run just before or after a commit.
+Maintenance commands (OPTIMIZE, VACUUM, an UPDATE of the erasure log) are here too.
 """
 
 from __future__ import annotations
@@ -10,26 +15,28 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from delta.tables import DeltaTable
+from delta.tables import DeltaMergeBuilder, DeltaTable
 from py4j.java_gateway import JavaObject
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType
 
-from pipeline_lib.faults import crash_point
+from pipeline_lib.io.frames import same_rows
 
 LAYERS = ("bronze", "silver", "gold", "quarantine", "ops")
+# Delta's MERGE builder, for the callers of :func:`merge` that build their clauses.
+MergeBuilder = DeltaMergeBuilder
 _COMMIT_FILE = re.compile(r"/(\d{20})\.json(?=[,)])")  # in "Array(file:/…/_delta_log/00…01.json, …)"
 _NAME = re.compile(r"[a-z][a-z0-9_]*")  # used with fullmatch: `$` would accept a trailing "\n"
 # Properties of the bookkeeping tables (layer ``ops``: run records, watermarks, file log,
-# quality metrics), set when they are created. They take 20-40 small commits per pipeline
-# run; Delta's default checkpoint every 10 commits then costs 4-13 s each (one-row appends:
-# ~1 s a commit). A checkpoint every 100 commits keeps a snapshot's replay short all the same.
+# quality metrics), set when they are created. They take many small commits; Delta's
+# default checkpoint every 10 commits then costs more than the commits themselves
+# (bench/results/MEASUREMENTS.md). Every 100 commits keeps a snapshot's replay short.
 OPS_TABLE_PROPERTIES = {"delta.checkpointInterval": "100"}
 
 
@@ -97,14 +104,49 @@ def read_table(spark: SparkSession, path: str, *, version: int | None = None) ->
     return reader.load(path)
 
 
+def jvm(spark: SparkSession) -> Any:
+    """The session's JVM view (Py4J): for the Java classes PySpark has no API for.
+
+    The one place the private handle is read; each caller says why it needs the JVM.
+    """
+    # The JVM handle: PySpark exposes no public accessor for its Py4J gateway's JVM view.
+    view = spark.sparkContext._jvm
+    if view is None:
+        raise RuntimeError("the Spark session has no JVM (stopped, or Spark Connect)")
+    return view
+
+
+def hadoop_configuration(spark: SparkSession) -> Any:
+    """The session's Hadoop configuration (what reaches the lake's file system)."""
+    # The JVM handle: PySpark has no API for the Hadoop configuration Spark uses.
+    return spark.sparkContext._jsc.hadoopConfiguration()
+
+
 def hadoop_file_system(spark: SparkSession, path: str) -> tuple[JavaObject, JavaObject]:
     """Hadoop's ``Path`` for ``path`` and its ``FileSystem``, with the session's Hadoop settings.
 
     For bounded driver-side file work (listings, a commit file, a CSV header): local
     folders, HDFS and object stores alike.
     """
-    hadoop_path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(path)
-    return hadoop_path, hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    # The JVM handle: PySpark has no API for Hadoop's file system (listings, small reads and
+    # writes without a Spark job); Spark's own Hadoop configuration is what reaches the lake.
+    hadoop_path = jvm(spark).org.apache.hadoop.fs.Path(path)
+    return hadoop_path, hadoop_path.getFileSystem(hadoop_configuration(spark))
+
+
+def read_text_file(spark: SparkSession, path: str) -> str | None:
+    """The whole text (UTF-8) of a small file through Hadoop's file system; None when it is gone."""
+    file, fs = hadoop_file_system(spark, path)
+    try:
+        stream = fs.open(file)
+    except Exception:  # deleted meanwhile (a released lock): Hadoop's FileNotFoundException via Py4J
+        return None
+    try:
+        # The JVM handle: Hadoop streams have no Python API, and copying the bytes over Py4J
+        # one call per chunk would be slower than commons-io's one call (on Spark's class path).
+        return str(jvm(spark).org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+    finally:
+        stream.close()
 
 
 def table_version(spark: SparkSession, path: str) -> int | None:
@@ -112,16 +154,17 @@ def table_version(spark: SparkSession, path: str) -> int | None:
 
     Read from the names of the commit files in ``_delta_log`` (``<version>.json``, each
     written whole by Delta's atomic commit), with one listing through Hadoop's file system:
-    no DataFrame to build and plan, unlike ``DeltaTable.history(1)`` (~0.5 s a call measured).
+    no DataFrame to build and plan, unlike ``DeltaTable.history(1)``.
     """
     log, fs = hadoop_file_system(spark, f"{path.rstrip('/')}/_delta_log")
     if not fs.exists(log):
         return None
     # One string for the whole listing: one py4j call instead of three per file (py4j passes
-    # a Path[] only where the parameter is an Object, as in Scala's stringOf).
-    jvm = spark.sparkContext._jvm
-    paths = jvm.org.apache.hadoop.fs.FileUtil.stat2Paths(fs.listStatus(log))
-    listing = jvm.scala.runtime.ScalaRunTime.stringOf(paths)
+    # a Path[] only where the parameter is an Object, as in Scala's stringOf). The JVM handle:
+    # PySpark has no API for Hadoop's FileUtil or Scala's runtime.
+    java = jvm(spark)
+    paths = java.org.apache.hadoop.fs.FileUtil.stat2Paths(fs.listStatus(log))
+    listing = java.scala.runtime.ScalaRunTime.stringOf(paths)
     versions = [int(v) for v in _COMMIT_FILE.findall(listing)]
     return max(versions) if versions else None
 
@@ -155,10 +198,12 @@ def read_commit(spark: SparkSession, path: str, version: int) -> Commit | None:
     commit, fs = hadoop_file_system(spark, f"{path.rstrip('/')}/_delta_log/{version:020d}.json")
     if not fs.exists(commit):
         return None
-    jvm = spark.sparkContext._jvm
+    # The JVM handle: the commit file is read line by line on the driver through Hadoop (no
+    # PySpark API reads one file without a Spark job; DeltaTable.history plans a DataFrame).
+    java = jvm(spark)
     stream = fs.open(commit)
     try:
-        reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, "UTF-8"))
+        reader = java.java.io.BufferedReader(java.java.io.InputStreamReader(stream, "UTF-8"))
         while (line := reader.readLine()) is not None:
             info = json.loads(line).get("commitInfo")
             if isinstance(info, dict):  # Delta writes it first; any other action line is skipped
@@ -291,6 +336,7 @@ def write_table(
     properties: dict[str, str] | None = None,
     overwrite_schema: bool = False,
     user_metadata: str | None = None,
+    replace_where: str | None = None,
 ) -> None:
     """Write ``df`` as one Delta commit (``append`` or ``overwrite``).
 
@@ -299,6 +345,8 @@ def write_table(
             (e.g. ``{"delta.enableChangeDataFeed": "true"}``).
         user_metadata: Kept in the commit's ``commitInfo.userMetadata``
             (see :func:`latest_user_metadata`).
+        replace_where: With ``overwrite``, replace only the rows matching this SQL predicate
+            (e.g. one partition); Delta checks that every written row matches it.
     """
     if mode not in ("append", "overwrite"):
         raise ValueError(f"mode must be 'append' or 'overwrite', got {mode!r}")
@@ -313,9 +361,9 @@ def write_table(
         writer = writer.option(key, value)
     if user_metadata is not None:
         writer = writer.option("userMetadata", user_metadata)
-    crash_point("delta.before_commit", table=path)
+    if replace_where is not None:
+        writer = writer.option("replaceWhere", replace_where)
     writer.save(path)
-    crash_point("delta.after_commit", table=path)
 
 
 def upsert(
@@ -356,20 +404,15 @@ def upsert(
             user_metadata=user_metadata,
         )
         return
-    on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-    changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in source.columns if c not in keys)
+    changed = changed_condition(source.columns, keys)
     condition = " AND ".join(f"({c})" for c in (update_condition, changed) if c)
-    crash_point("delta.before_commit", table=path)
-    with commit_metadata(spark, user_metadata):
-        (
-            DeltaTable.forPath(spark, path)
-            .alias("t")
-            .merge(source.alias("s"), on)
-            .whenMatchedUpdateAll(condition=condition or None)
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
-    crash_point("delta.after_commit", table=path)
+    merge(
+        source,
+        path,
+        on=key_condition(keys),
+        clauses=lambda m: m.whenMatchedUpdateAll(condition=condition or None).whenNotMatchedInsertAll(),
+        user_metadata=user_metadata,
+    )
 
 
 def append_new(
@@ -388,12 +431,7 @@ def append_new(
     if not table_exists(spark, path):
         write_table(source, path, mode="overwrite", partition_by=partition_by)
         return
-    on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-    crash_point("delta.before_commit", table=path)
-    DeltaTable.forPath(spark, path).alias("t").merge(
-        source.alias("s"), on
-    ).whenNotMatchedInsertAll().execute()
-    crash_point("delta.after_commit", table=path)
+    merge(source, path, on=key_condition(keys), clauses=lambda m: m.whenNotMatchedInsertAll())
 
 
 def register_lake_tables(spark: SparkSession, lake: str, layers: Sequence[str] = LAYERS) -> list[str]:
@@ -474,22 +512,207 @@ def replace_groups(
     sizes = {bool(r[0]): int(r[1]) for r in staged.groupBy(_DELETE_FLAG).count().collect()}  # two rows
     if not sizes:
         return None
-    on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in row_keys)
-    changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in source.columns if c not in row_keys)
-    values = {f"`{c}`": f"s.`{c}`" for c in source.columns}
-    crash_point("delta.before_commit", table=path)
-    with commit_metadata(spark, user_metadata):
-        metrics = (
-            DeltaTable.forPath(spark, path)
-            .alias("t")
-            .merge(staged.alias("s"), on)
-            .whenMatchedDelete(condition=f"s.{_DELETE_FLAG}")
+    changed = changed_condition(source.columns, row_keys)
+    values: dict[str, str | Column] = {f"`{c}`": f"s.`{c}`" for c in source.columns}
+    return merge(
+        staged,
+        path,
+        on=key_condition(row_keys),
+        clauses=lambda m: (
+            m.whenMatchedDelete(condition=f"s.{_DELETE_FLAG}")
             .whenMatchedUpdate(condition=f"NOT s.{_DELETE_FLAG} AND ({changed or 'false'})", set=values)
             .whenNotMatchedInsert(condition=f"NOT s.{_DELETE_FLAG}", values=values)
-            .execute()
-        )
-    crash_point("delta.after_commit", table=path)
-    return MergeCounts.of_merge(metrics, source_rows=sizes.get(False, 0))
+        ),
+        user_metadata=user_metadata,
+        source_rows=sizes.get(False, 0),
+    )
 
 
 _DELETE_FLAG = "_merge_delete"
+
+
+def key_condition(keys: Sequence[str], *, null_safe: bool = True) -> str:
+    """The MERGE condition matching target ``t`` and source ``s`` on ``keys``.
+
+    Null-safe (``<=>``) by default, so a null key part matches a null; ``null_safe=False``
+    gives plain ``=``, which lets Delta prune files by the key's statistics.
+    """
+    equals = "<=>" if null_safe else "="
+    return " AND ".join(f"t.`{k}` {equals} s.`{k}`" for k in keys)
+
+
+def changed_condition(columns: Sequence[str], keys: Sequence[str]) -> str:
+    """SQL true when a matched row differs from its source row in a non-key column ('' if none)."""
+    return " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in columns if c not in keys)
+
+
+def merge(
+    source: DataFrame,
+    path: str,
+    *,
+    on: str | Column,
+    clauses: Callable[[MergeBuilder], MergeBuilder],
+    user_metadata: str | None = None,
+    source_rows: int = 0,
+) -> MergeCounts:
+    """Run one MERGE of ``source`` (alias ``s``) into the table at ``path`` (alias ``t``).
+
+    Every MERGE of the project commits here. ``clauses`` adds the ``whenMatched...`` and
+    ``whenNotMatched...`` clauses to Delta's builder.
+
+    Returns:
+        Delta's counts of that very commit (``source_rows`` passed through).
+    """
+    spark = source.sparkSession
+    builder = clauses(DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), on))
+    with commit_metadata(spark, user_metadata):
+        metrics = builder.execute()
+    return MergeCounts.of_merge(metrics, source_rows=source_rows)
+
+
+def sync_table(
+    built: DataFrame, path: str, *, keys: Sequence[str], user_metadata: str | None
+) -> MergeCounts | None:
+    """Make the existing table at ``path`` equal to ``built``, committing only if the content differs.
+
+    One MERGE by ``keys`` updates the changed rows, inserts the new ones and deletes the
+    vanished ones, so the table's change feed lists exactly the rows that changed.
+
+    Returns:
+        None when the table already held exactly ``built`` (no commit), else the MERGE's counts.
+
+    Raises:
+        DuplicateKeyError: A key repeats in ``built``.
+    """
+    assert_unique_keys(built, keys, what=f"sync of {path}")
+    existing = read_table(built.sparkSession, path).select(*built.columns)
+    if same_rows(built, existing):
+        return None
+    changed = changed_condition(built.columns, keys)
+    return merge(
+        built,
+        path,
+        on=key_condition(keys),
+        clauses=lambda m: (
+            m.whenMatchedUpdateAll(condition=changed or None)
+            .whenNotMatchedInsertAll()
+            .whenNotMatchedBySourceDelete()
+        ),
+        user_metadata=user_metadata,
+        source_rows=built.count(),
+    )
+
+
+CHANGE_TYPES = ("insert", "update_preimage", "update_postimage", "delete")
+_CHANGE_FEED_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")
+
+
+def read_changes(
+    spark: SparkSession,
+    path: str,
+    *,
+    after: int | None,
+    latest: int,
+    change_types: Sequence[str] = CHANGE_TYPES,
+) -> DataFrame:
+    """The rows changed in versions ``after+1..latest`` (change data feed), of ``change_types``.
+
+    With ``after`` None every row of version ``latest`` counts as changed (an ``insert``);
+    with ``after >= latest`` nothing changed. Each row keeps ``_change_type`` (insert,
+    update_preimage, update_postimage, delete) unless only inserts are asked for, which come
+    with the table's columns alone.
+    """
+    only_inserts = tuple(change_types) == ("insert",)
+    if after is None or after >= latest:
+        rows = read_table(spark, path, version=latest)
+        rows = rows if after is None else rows.limit(0)
+        return rows if only_inserts else rows.withColumn("_change_type", F.lit("insert"))
+    changes = (
+        spark.read.format("delta")
+        .option("readChangeFeed", "true")
+        .option("startingVersion", after + 1)
+        .option("endingVersion", latest)
+        .load(path)
+        .where(F.col("_change_type").isin(*change_types))
+        .drop("_commit_version", "_commit_timestamp")
+    )
+    return changes.drop("_change_type") if only_inserts else changes
+
+
+def table_properties(spark: SparkSession, path: str) -> dict[str, str]:
+    """The table's properties (``TBLPROPERTIES``), e.g. ``delta.enableDeletionVectors``."""
+    detail = DeltaTable.forPath(spark, path).detail().first()
+    return dict(detail["properties"] or {}) if detail is not None else {}
+
+
+def update_rows(spark: SparkSession, path: str, condition: Column, values: dict[str, str | Column]) -> None:
+    """UPDATE the rows matching ``condition`` with ``values`` (one commit; for small bookkeeping tables)."""
+    DeltaTable.forPath(spark, path).update(condition, values)
+
+
+def optimize(spark: SparkSession, path: str, *, zorder_by: Sequence[str] = ()) -> int:
+    """Compact the table's small files (Z-ordered by ``zorder_by`` when given); the files removed."""
+    optimizer = DeltaTable.forPath(spark, path).optimize()
+    metrics = optimizer.executeZOrderBy(*zorder_by) if zorder_by else optimizer.executeCompaction()
+    row = metrics.select("metrics.numFilesRemoved").first()
+    return int(row[0]) if row is not None else 0
+
+
+def vacuum(spark: SparkSession, path: str, *, retention_hours: float, allow_unsafe: bool = False) -> None:
+    """Delete the table's data files unused by versions younger than ``retention_hours``.
+
+    Delta refuses a retention under its safe minimum (7 days) unless its retention check is
+    off: ``allow_unsafe`` switches it off for this VACUUM only, and restores it.
+    """
+    if not allow_unsafe:
+        DeltaTable.forPath(spark, path).vacuum(float(retention_hours))
+        return
+    previous = spark.conf.get(_RETENTION_CHECK, None)
+    spark.conf.set(_RETENTION_CHECK, "false")
+    try:
+        DeltaTable.forPath(spark, path).vacuum(float(retention_hours))
+    finally:
+        if previous is None:
+            spark.conf.unset(_RETENTION_CHECK)
+        else:
+            spark.conf.set(_RETENTION_CHECK, previous)
+
+
+_RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
+
+
+def purge_deleted_rows(spark: SparkSession, path: str) -> None:
+    """Rewrite the files holding rows that deletion vectors only mark deleted (``REORG ... PURGE``)."""
+    spark.sql(f"REORG TABLE delta.`{path}` APPLY (PURGE)")
+
+
+def insert_or_update(
+    source: DataFrame,
+    path: str,
+    *,
+    keys: Sequence[str],
+    is_new: str,
+    insert_columns: Sequence[str],
+    update_columns: Sequence[str],
+    user_metadata: str | None = None,
+) -> MergeCounts:
+    """One MERGE: insert the source rows flagged ``is_new``, update ``update_columns`` of the others.
+
+    For a table whose rows are written once and then only re-annotated (click events whose
+    session or stitched customer changes): the plan decides which rows are new, so the MERGE
+    needs no content comparison. A new row fills ``insert_columns`` (the table's columns).
+    """
+    return merge(
+        source,
+        path,
+        on=key_condition(keys, null_safe=False),
+        clauses=lambda m: m.whenMatchedUpdate(
+            condition=f"NOT s.`{is_new}`", set={c: f"s.`{c}`" for c in update_columns}
+        ).whenNotMatchedInsert(condition=f"s.`{is_new}`", values={c: f"s.`{c}`" for c in insert_columns}),
+        user_metadata=user_metadata,
+    )
+
+
+def _source_values(columns: Sequence[str]) -> dict[str, str | Column]:
+    """MERGE assignments taking each column from the source row ``s``."""
+    return {c: f"s.`{c}`" for c in columns}

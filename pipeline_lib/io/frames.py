@@ -1,11 +1,10 @@
-"""DataFrames of a few rows held by the driver: run records, watermarks, file-log entries.
+"""Small frames: rows held by the driver (run records, watermarks, file-log entries), and frame equality.
 
 ``spark.createDataFrame(rows, schema)`` with a list of tuples ships the rows through a
 Python RDD: a Spark job with a task in a Python worker, before the DataFrame is even used.
 For the bookkeeping rows every job writes (a run record, a watermark, file-log entries),
-that was half the cost of the write: a one-row Delta append took 1.47 s that way and
-0.76 s from an Arrow table, which Spark reads as a local relation (no job, no Python
-worker; measured in-process, warm JVM, 2026-11-26). :func:`local_frame` takes that path.
+that was half the cost of the write; an Arrow table is read as a local relation (no job,
+no Python worker; ``bench/results/MEASUREMENTS.md``). :func:`local_frame` takes that path.
 """
 
 from __future__ import annotations
@@ -59,3 +58,12 @@ def _instant(value: Any) -> Any:
     if isinstance(value, dt.datetime) and value.tzinfo is None:
         return value.astimezone(dt.UTC)
     return value
+
+
+def same_rows(left: DataFrame, right: DataFrame) -> bool:
+    """True when two frames with the same columns hold the same rows as multisets (duplicates count).
+
+    ``exceptAll`` both ways in one query; the columns of ``right`` are taken in ``left``'s order.
+    """
+    right = right.select(*left.columns)
+    return left.exceptAll(right).unionByName(right.exceptAll(left)).isEmpty()

@@ -21,7 +21,7 @@ from pyspark.sql import types as T
 
 from pipeline_lib.bronze.schemas import CORRUPT_RECORD, INGEST_DATE, SOURCE_FILE, LandingSource
 from pipeline_lib.bronze.transforms import align_csv_to_contract, parse_json_lines
-from pipeline_lib.io.delta import hadoop_file_system
+from pipeline_lib.io.delta import hadoop_configuration, hadoop_file_system, jvm
 from pipeline_lib.io.frames import local_frame
 
 _DELIVERY_FOLDER = re.compile(r"ingest_date=(\d{4}-\d{2}-\d{2})")  # fullmatch
@@ -269,9 +269,11 @@ def read_deliveries(
 def _lineage_of(spark: SparkSession, deliveries: Sequence[DeliveryFile]) -> DataFrame:
     """``_metadata.file_path`` (URI-encoded, as Spark reports it) -> ``_source_file`` and
     ``_ingest_date`` of each delivery (bounded: one row per file)."""
-    jvm = spark.sparkContext._jvm
+    # The JVM handle: the URI must be Hadoop's own encoding of the path (what _metadata
+    # reports); Python's urllib encodes differently (e.g. '=' and '+').
+    java = jvm(spark)
     rows = [
-        (str(jvm.org.apache.hadoop.fs.Path(d.path).toUri().toString()), d.path, d.ingest_date)
+        (str(java.org.apache.hadoop.fs.Path(d.path).toUri().toString()), d.path, d.ingest_date)
         for d in deliveries
     ]
     schema = T.StructType(
@@ -355,21 +357,25 @@ def csv_header(spark: SparkSession, path: str) -> CsvHeader | None:
     parser. This reads that line through Hadoop's file system on the driver and hands it to
     the same parser (:data:`CSV_OPTIONS`) as a one-line local Dataset, so names are the same
     (empty names become ``_c<i>``, duplicates get their index). ``spark.read.csv(path).columns``
-    instead runs a Spark job per file (~0.4 s each).
+    instead runs a Spark job per file.
 
     Returns:
         The names (``[]`` for a file of blank lines only) and whether blank lines precede them;
         None when the first non-blank line is over :data:`MAX_HEADER_BYTES` (the caller then
         lets Spark read it).
     """
-    jvm = spark.sparkContext._jvm
-    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    # The JVM handles: Hadoop's codecs and line reader read the first line of a (compressed)
+    # file on the driver; PySpark has no API for that, and a Spark read is a job per file.
+    java = jvm(spark)
+    conf = hadoop_configuration(spark)
     file, fs = hadoop_file_system(spark, path)
     raw = fs.open(file)
     try:
-        codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(conf).getCodec(file)
-        reader = jvm.org.apache.hadoop.util.LineReader(raw if codec is None else codec.createInputStream(raw))
-        text = jvm.org.apache.hadoop.io.Text()
+        codec = java.org.apache.hadoop.io.compress.CompressionCodecFactory(conf).getCodec(file)
+        reader = java.org.apache.hadoop.util.LineReader(
+            raw if codec is None else codec.createInputStream(raw)
+        )
+        text = java.org.apache.hadoop.io.Text()
         first = True
         skipped = 0
         while reader.readLine(text, MAX_HEADER_BYTES, _INT_MAX) > 0:
@@ -386,9 +392,11 @@ def csv_header(spark: SparkSession, path: str) -> CsvHeader | None:
             return CsvHeader([], after_blank_lines=False)
     finally:
         raw.close()
+    # The JVM handle: a one-line Dataset[String] parsed by Spark's own CSV reader gives the
+    # header names Spark would give; PySpark's csv() takes an RDD, which starts a Python worker.
     session = spark._jsparkSession
     lines = session.createDataset(
-        jvm.java.util.Collections.singletonList(line), jvm.org.apache.spark.sql.Encoders.STRING()
+        java.java.util.Collections.singletonList(line), java.org.apache.spark.sql.Encoders.STRING()
     )
     reader = session.read()
     for key, value in CSV_OPTIONS.items():

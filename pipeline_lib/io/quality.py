@@ -23,18 +23,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipeline_lib.bronze.schemas import INGEST_DATE, INGESTED_AT, RUN_ID, SOURCE_FILE
-from pipeline_lib.faults import crash_point
 from pipeline_lib.io.delta import (
     OPS_TABLE_PROPERTIES,
-    MergeCounts,
     add_missing_columns,
     append_new,
+    key_condition,
+    merge,
     read_table,
     require_columns,
     table_exists,
@@ -42,7 +41,7 @@ from pipeline_lib.io.delta import (
     write_table,
 )
 from pipeline_lib.io.frames import local_frame
-from pipeline_lib.quality.rules import METRICS_SCHEMA
+from pipeline_lib.ops.schemas import METRICS_SCHEMA, METRICS_TABLE
 from pipeline_lib.silver.schemas import DQ_FLAGS, FAILED_RULES, QUARANTINED_AT
 
 __all__ = [
@@ -67,7 +66,6 @@ __all__ = [
     "write_quarantine",
 ]
 
-METRICS_TABLE = "quality_metrics"
 METRIC_KEYS = ("table", "delivery", "rule")
 # A struct column holding the bronze row as delivered, kept beside the typed columns so
 # rules can compare a failed cast with its raw value and quarantine can store the original.
@@ -194,18 +192,18 @@ def _resolve(keys: DataFrame, lake: str, table: str, *, run_id: str, matched: bo
     if not table_exists(spark, path):
         return 0
     add_missing_columns(spark, path, RESOLUTION_FIELDS)
-    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in QUARANTINE_KEYS)
-    mark = {RESOLVED_AT: "current_timestamp()", RESOLVED_BY: f"'{run_id}'"}
-    merge = DeltaTable.forPath(spark, path).alias("t").merge(keys.alias("s"), on)
+    mark: dict[str, str | Column] = {RESOLVED_AT: "current_timestamp()", RESOLVED_BY: f"'{run_id}'"}
     still_open = f"t.{RESOLVED_AT} IS NULL"
-    merge = (
-        merge.whenMatchedUpdate(condition=still_open, set=mark)
-        if matched
-        else merge.whenNotMatchedBySourceUpdate(condition=still_open, set=mark)
+    counts = merge(
+        keys,
+        path,
+        on=key_condition(QUARANTINE_KEYS, null_safe=False),
+        clauses=lambda m: (
+            m.whenMatchedUpdate(condition=still_open, set=mark)
+            if matched
+            else m.whenNotMatchedBySourceUpdate(condition=still_open, set=mark)
+        ),
     )
-    crash_point("delta.before_commit", table=path)
-    counts = MergeCounts.of_merge(merge.execute(), source_rows=0)
-    crash_point("delta.after_commit", table=path)
     return counts.updated
 
 

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
-from pipeline_lib.io.delta import hadoop_file_system
+from pipeline_lib.io.delta import hadoop_file_system, read_text_file
 
 LOCKS_FOLDER = "_locks"
 DEFAULT_STALE_AFTER = dt.timedelta(hours=12)
@@ -44,7 +44,6 @@ def job_lock(
     Raises:
         JobLockedError: Another live run holds the lock.
     """
-    jvm = spark.sparkContext._jvm  # Hadoop's FileSystem has no Python API
     path, fs = hadoop_file_system(spark, f"{lake.rstrip('/')}/ops/{LOCKS_FOLDER}/{job}.lock")
     holder = {
         "run_id": run_id,
@@ -53,7 +52,7 @@ def job_lock(
         "started_at": dt.datetime.now(dt.UTC).isoformat(),
     }
     if not _try_create(fs, path, holder):
-        current = _read(jvm, fs, path)
+        current = _read(spark, path)
         if not _is_stale(current, stale_after, written_at=_modified_at(fs, path)):
             raise JobLockedError(
                 f"{job} is already running (run {current.get('run_id')} on {current.get('host')}, "
@@ -69,7 +68,7 @@ def job_lock(
     try:
         yield
     finally:
-        if _read(jvm, fs, path).get("run_id") == run_id:
+        if _read(spark, path).get("run_id") == run_id:
             fs.delete(path, False)
 
 
@@ -116,15 +115,8 @@ def _modified_at(fs: object, path: object) -> dt.datetime | None:
     return dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
 
 
-def _read(jvm: object, fs: object, path: object) -> dict[str, object]:
-    try:
-        stream = fs.open(path)  # type: ignore[attr-defined]
-    except Exception:  # released meanwhile
-        return {}
-    try:
-        text = str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))  # type: ignore[attr-defined]
-    finally:
-        stream.close()
+def _read(spark: SparkSession, path: object) -> dict[str, object]:
+    text = read_text_file(spark, path.toString())  # type: ignore[attr-defined]
     try:
         return json.loads(text or "{}")
     except json.JSONDecodeError:
@@ -144,7 +136,7 @@ def _is_stale(
         return True
     if holder.get("host") == socket.gethostname():
         try:
-            os.kill(int(holder["pid"]), 0)  # type: ignore[arg-type]
+            os.kill(int(str(holder["pid"])), 0)
         except ProcessLookupError:
             return True
         except PermissionError:

@@ -9,32 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyspark.sql import SparkSession
-from pyspark.sql import types as T
 
-from pipeline_lib.faults import crash_point
 from pipeline_lib.io.delta import OPS_TABLE_PROPERTIES, table_path, write_table
 from pipeline_lib.io.frames import local_frame
-
-RUNS_TABLE = "pipeline_runs"
-
-RUN_RECORD_SCHEMA = T.StructType(
-    [
-        T.StructField("run_id", T.StringType(), False),
-        T.StructField("job", T.StringType(), False),
-        T.StructField("layer", T.StringType(), False),
-        T.StructField("as_of_date", T.DateType(), True),
-        T.StructField("started_at", T.TimestampType(), False),
-        T.StructField("ended_at", T.TimestampType(), False),
-        T.StructField("status", T.StringType(), False),
-        T.StructField("rows_read", T.LongType(), False),
-        T.StructField("rows_written", T.LongType(), False),
-        T.StructField("rows_quarantined", T.LongType(), False),
-        T.StructField("delta_versions", T.MapType(T.StringType(), T.LongType()), True),
-        T.StructField("config_hash", T.StringType(), False),
-        T.StructField("error", T.StringType(), True),
-        T.StructField("details", T.StringType(), True),
-    ]
-)
+from pipeline_lib.ops.schemas import RUN_RECORD_SCHEMA, RUNS_TABLE
 
 
 @dataclass(frozen=True)
@@ -65,15 +43,11 @@ def record_runs(spark: SparkSession, lake: str, records: Sequence[RunRecord]) ->
     if not records:
         return
     rows = [_row(record) for record in records]
-    for record in records:
-        crash_point(f"run_record.before.{record.job}")
     write_table(
         local_frame(spark, rows, RUN_RECORD_SCHEMA),
         table_path(lake, "ops", RUNS_TABLE),
         properties=OPS_TABLE_PROPERTIES,
     )
-    for record in records:
-        crash_point(f"run_record.after.{record.job}")
 
 
 def _row(record: RunRecord) -> tuple[Any, ...]:

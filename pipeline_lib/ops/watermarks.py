@@ -17,9 +17,8 @@ run read those versions again, which the jobs' key-based writes absorb.
 The table is an append-only log: a save appends one row per source moved, and a
 consumer's watermark on a source is its latest row (:func:`current_watermarks`: the
 newest ``updated_at``, then the highest version). A blind append is one Spark job and
-never conflicts; the MERGE it replaces cost 6-7 Spark jobs and 0.66-0.83 s against
-0.14-0.18 s (measured warm, in-process, auto-compaction off as in the tests, 2026-11-26),
-and a pipeline run saves ~14 watermarks. The log grows by one row per watermark moved (~14 a
+never conflicts; a MERGE is several Spark jobs and can conflict (measurements:
+``bench/results/MEASUREMENTS.md``). The log grows by one row per watermark moved (~14 a
 run, one small file each); ``ecom-pipeline maintain`` compacts its files like every table's,
 and with the pipeline's settings Delta's auto-compaction already does after most appends
 (a commit of its own: see ``bench/results/ANALYSIS.md``).
@@ -31,15 +30,15 @@ import datetime as dt
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
-from pipeline_lib.faults import crash_point
 from pipeline_lib.io.delta import (
     OPS_TABLE_PROPERTIES,
     latest_commit,
+    read_changes,
     read_table,
     recent_commits,
     table_exists,
@@ -48,23 +47,13 @@ from pipeline_lib.io.delta import (
     write_table,
 )
 from pipeline_lib.io.frames import local_frame
+from pipeline_lib.ops.schemas import WATERMARKS_SCHEMA, WATERMARKS_TABLE
 
-WATERMARKS_TABLE = "watermarks"
 STATE_KEY = "ecom_consumed"  # in the userMetadata of a consumer's data commit
 COMMITS_SEARCHED = 20
 # The commits that carry a job's data (and so what it consumed); any other is maintenance.
 DATA_OPERATIONS = frozenset({"WRITE", "MERGE", "CREATE TABLE AS SELECT", "REPLACE TABLE AS SELECT"})
 CDF_PROPERTIES = {"delta.enableChangeDataFeed": "true"}
-
-_SCHEMA = T.StructType(
-    [
-        T.StructField("consumer", T.StringType(), False),
-        T.StructField("source", T.StringType(), False),
-        T.StructField("version", T.LongType(), False),
-        T.StructField("run_id", T.StringType(), False),
-        T.StructField("updated_at", T.TimestampType(), False),
-    ]
-)
 
 
 def current_watermarks(log: DataFrame) -> DataFrame:
@@ -152,9 +141,7 @@ def record_consumption(
         consumer, versions, run_id
     ):
         return True
-    crash_point(f"watermark.before_save.{consumer}")
     save_processed_versions(spark, lake, consumer, versions, run_id)
-    crash_point(f"watermark.after_save.{consumer}")
     return False
 
 
@@ -203,40 +190,100 @@ def save_watermarks(
     now = dt.datetime.now(dt.UTC)
     rows = [(consumer, source, int(version), run_id, now) for consumer, source, version in marks]
     write_table(
-        local_frame(spark, rows, _SCHEMA),
+        local_frame(spark, rows, WATERMARKS_SCHEMA),
         table_path(lake, "ops", WATERMARKS_TABLE),
         mode="append",
         properties=OPS_TABLE_PROPERTIES,
     )
 
 
-def read_appended_rows(
-    spark: SparkSession, path: str, after_version: int | None
-) -> tuple[DataFrame, int | None]:
+def read_appended_rows(spark: SparkSession, path: str, after_version: int | None) -> tuple[DataFrame, int]:
     """Rows inserted into an append-only table after ``after_version``, and the version read up to.
 
     Uses the change data feed (enabled on every table this project creates); with no
     watermark yet the whole current table is read.
 
     Returns:
-        ``(rows, latest_version)``; ``rows`` is empty when nothing is new. ``latest_version``
-        is None when the table does not exist (then ``rows`` is None-free but empty is not
-        possible: callers check :func:`table_exists` first).
+        ``(rows, latest_version)``; ``rows`` is empty when nothing is new.
+
+    Raises:
+        FileNotFoundError: There is no table at ``path`` (callers check :func:`table_exists`).
     """
     latest = table_version(spark, path)
     if latest is None:
         raise FileNotFoundError(f"no Delta table at {path}: run the upstream job first")
-    if after_version is None:
-        return read_table(spark, path, version=latest), latest
-    if after_version >= latest:
-        return read_table(spark, path, version=latest).limit(0), latest
-    changes = (
-        spark.read.format("delta")
-        .option("readChangeFeed", "true")
-        .option("startingVersion", after_version + 1)
-        .option("endingVersion", latest)
-        .load(path)
-        .where(F.col("_change_type") == "insert")
-        .drop("_change_type", "_commit_version", "_commit_timestamp")
-    )
-    return changes, latest
+    return read_changes(spark, path, after=after_version, latest=latest, change_types=("insert",)), latest
+
+
+@dataclass
+class PinnedInputs:
+    """The tables a consumer reads, pinned at their current versions, and what it consumed before.
+
+    Every read is of the pinned version, so what the job records it consumed is exactly what
+    it read. Build it with :meth:`pin`.
+    """
+
+    spark: SparkSession
+    lake: str
+    consumer: str
+    run_id: str
+    versions: dict[str, int]  # source ``layer.table`` -> the version this run reads
+    done: dict[str, int | None]  # source -> the last version processed (None: never)
+
+    @classmethod
+    def pin(
+        cls, spark: SparkSession, lake: str, consumer: str, sources: Sequence[str], run_id: str
+    ) -> PinnedInputs:
+        """Pin ``sources`` (``layer.table``) at their latest versions.
+
+        Raises:
+            FileNotFoundError: A source table does not exist (its job has not run).
+        """
+        versions = {}
+        for source in sources:
+            path = source_path(lake, source)
+            version = table_version(spark, path)
+            if version is None:
+                raise FileNotFoundError(f"no Delta table {source} at {path}: run its job first")
+            versions[source] = version
+        return cls(
+            spark, lake, consumer, run_id, versions, processed_versions(spark, lake, consumer, sources)
+        )
+
+    @property
+    def unchanged(self) -> bool:
+        """True when every source is at the version already processed."""
+        return all(self.done[source] == version for source, version in self.versions.items())
+
+    @property
+    def first_time(self) -> bool:
+        """True when some source was never processed (its changes are not known: rebuild)."""
+        return any(version is None for version in self.done.values())
+
+    @property
+    def state(self) -> str:
+        """What the job's commit records it consumed: the versions of every source read."""
+        return consumed_metadata(self.consumer, self.versions, self.run_id)
+
+    def read(self, source: str) -> DataFrame:
+        """The source as of its pinned version."""
+        return read_table(self.spark, source_path(self.lake, source), version=self.versions[source])
+
+    def changes(self, source: str) -> DataFrame:
+        """Every row image (insert, update pre/post, delete) of the versions not processed yet;
+        every row when the source was never processed."""
+        return read_changes(
+            self.spark, source_path(self.lake, source), after=self.done[source], latest=self.versions[source]
+        )
+
+    def record(self) -> None:
+        """Record the versions processed: nothing to do when the job's own commit carries them,
+        else one append to the log for the sources that moved."""
+        if not self.unchanged:
+            record_consumption(self.spark, self.lake, self.consumer, self.versions, self.run_id)
+
+
+def source_path(lake: str, source: str) -> str:
+    """The path of a ``layer.table`` source."""
+    layer, table = source.split(".")
+    return table_path(lake, layer, table)

@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 
 __all__ = [
     "INSECURE_DEFAULT_KEY",
+    "PII_COLUMNS",
     "HmacKeyMissingError",
     "hmac_key",
     "hmac_sha256_hex",
@@ -34,6 +35,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 INSECURE_DEFAULT_KEY = b"ecom-lakehouse-insecure-local-key"
+# Personal data in clear (a person's e-mail, name, phone, address): in silver.customers only,
+# never in gold, and never in a table's column statistics.
+PII_COLUMNS = ("email", "first_name", "last_name", "phone", "postal_code")
 _BLOCK = 64
 
 

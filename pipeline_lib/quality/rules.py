@@ -46,6 +46,7 @@ from pyspark.sql import types as T
 from pipeline_lib.bronze.schemas import INGEST_DATE
 from pipeline_lib.config import PlausibleTime, QualityRule
 from pipeline_lib.io.frames import local_frame
+from pipeline_lib.ops.schemas import METRICS_SCHEMA
 from pipeline_lib.silver.common import RUN_LINEAGE, content_columns, row_fingerprint
 from pipeline_lib.silver.schemas import DQ_FLAGS, FAILED_RULES
 
@@ -62,21 +63,6 @@ __all__ = [
 _BLOCKING_ACTIONS = ("quarantine", "fail")
 _REF_HIT = "__dq_ref_hit_{index}"
 _RANK = "__dq_unique_rank_{index}"
-
-METRICS_SCHEMA = T.StructType(
-    [
-        T.StructField("run_id", T.StringType(), False),
-        T.StructField("table", T.StringType(), False),
-        T.StructField("delivery", T.StringType(), True),
-        T.StructField("rule", T.StringType(), False),
-        T.StructField("kind", T.StringType(), False),
-        T.StructField("action", T.StringType(), False),
-        T.StructField("rows_checked", T.LongType(), False),
-        T.StructField("rows_failed", T.LongType(), False),
-        T.StructField("rows_passed", T.LongType(), False),
-        T.StructField("measured_at", T.TimestampType(), False),
-    ]
-)
 
 
 class QualityThresholdError(RuntimeError):
@@ -343,7 +329,7 @@ def _with_unique_rank(
 def _with_reference_hit(
     rows: DataFrame, rule: QualityRule, hit: str, references: Mapping[str, DataFrame]
 ) -> DataFrame:
-    if rule.ref_table not in references:
+    if rule.ref_table is None or rule.ref_table not in references:
         raise ValueError(
             f"reference rule {rule.name!r} needs the frame {rule.ref_table!r} in references "
             f"(given: {sorted(references)})"

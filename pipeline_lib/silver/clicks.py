@@ -20,7 +20,10 @@ Grain of silver ``clicks``: one row per ``event_id``.
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, Window
+import datetime as dt
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, Window, WindowSpec
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -33,7 +36,7 @@ from pipeline_lib.silver.common import (
     parse_whole_number,
     rank_versions,
 )
-from pipeline_lib.silver.schemas import DQ_FLAGS, MONEY, SILVER_SCHEMAS
+from pipeline_lib.silver.schemas import DQ_FLAGS, FAILED_RULES, MONEY, SILVER_SCHEMAS
 
 __all__ = [
     "CLICK_CONTENT",
@@ -177,7 +180,7 @@ def _conform(field: T.StructField) -> Column:
     return column.cast(field.dataType).alias(field.name)
 
 
-def _device_window() -> Window:
+def _device_window() -> WindowSpec:
     return Window.partitionBy("anonymous_id").orderBy(*_EVENT_ORDER)
 
 
@@ -518,3 +521,73 @@ def to_silver_clicks(clicks: DataFrame) -> DataFrame:
         Exactly the contract's columns, in its order and types. Same grain.
     """
     return clicks.select(*[_conform(f) for f in SILVER_CLICKS_SCHEMA.fields])
+
+
+class ReconciliationError(RuntimeError):
+    """Bronze rows read do not equal silver rows inserted + quarantined + duplicates removed."""
+
+
+def count_checked(checked: DataFrame) -> dict[str, int]:
+    """Bronze rows read, quarantined and valid, in one pass."""
+    is_quarantined = (F.size(FAILED_RULES) > 0).cast("long")
+    row = checked.agg(F.count(F.lit(1)).alias("rows"), F.sum(is_quarantined).alias("bad")).first()
+    rows, bad = int(row["rows"]), int(row["bad"] or 0)  # type: ignore[index]
+    return {"bronze_rows": rows, "quarantined": bad, "valid": rows - bad}
+
+
+def count_planned(planned: DataFrame) -> dict[str, int]:
+    """New events to insert and silver events to update, in one pass."""
+    is_new = F.col(IS_NEW).cast("long")
+    row = planned.agg(F.count(F.lit(1)).alias("rows"), F.sum(is_new).alias("new")).first()
+    rows, new = int(row["rows"]), int(row["new"] or 0)  # type: ignore[index]
+    return {"new_events": new, "context_updates": rows - new}
+
+
+def click_context(new_clicks: DataFrame, silver: DataFrame | None) -> DataFrame:
+    """The silver events near the new ones; the date filter lets Delta skip other partitions."""
+    if silver is None:
+        return new_clicks.limit(0)
+    span = event_date_span(new_clicks)
+    if span is None:
+        return silver.limit(0)
+    margin = dt.timedelta(days=-(-DEFAULT_CONTEXT_HOURS // 24) + 1)  # whole days, rounded up, plus one
+    nearby = silver.where(F.col("event_date").between(span[0] - margin, span[1] + margin))
+    return nearby.transform(select_click_context, new_clicks=new_clicks, context_hours=DEFAULT_CONTEXT_HOURS)
+
+
+def event_date_span(clicks: DataFrame) -> tuple[dt.date, dt.date] | None:
+    """First and last ``event_date`` of the batch (collects one row), None when empty."""
+    row = clicks.agg(F.min("event_date").alias("first"), F.max("event_date").alias("last")).first()
+    if row is None or row["first"] is None:
+        return None
+    return row["first"], row["last"]
+
+
+def reconcile_clicks(counts: dict[str, int], written: dict[str, int]) -> dict[str, Any]:
+    """Check ``bronze rows = inserted + quarantined + duplicates removed``; the run's details.
+
+    Raises:
+        ReconciliationError: The counts do not add up (a bug, never bad data).
+    """
+    inserted, updated = written.get("inserted", 0), written.get("updated", 0)
+    # A copy of an event_id with other content than the kept one lost a tie: a conflict, not a copy.
+    duplicates_in_batch = counts["valid"] - counts["unique_in_batch"] - counts["conflicts_in_batch"]
+    already_in_silver = counts["unique_in_batch"] - counts["new_events"]
+    details: dict[str, Any] = {
+        **counts,
+        "inserted": inserted,
+        "updated": updated,
+        "duplicates_in_batch": duplicates_in_batch,
+        "duplicates_already_in_silver": already_in_silver,
+        "duplicates_removed": duplicates_in_batch + already_in_silver,
+        "conflicts": counts["conflicts_in_batch"],
+    }
+    accounted = inserted + counts["quarantined"] + details["duplicates_removed"] + details["conflicts"]
+    details["reconciled"] = counts["bronze_rows"] == accounted and updated == counts["context_updates"]
+    if not details["reconciled"]:
+        raise ReconciliationError(
+            f"clicks do not reconcile: {counts['bronze_rows']} bronze rows, but {inserted} inserted + "
+            f"{counts['quarantined']} quarantined + {details['duplicates_removed']} duplicates = {accounted} "
+            f"({updated} silver rows updated for {counts['context_updates']} planned)"
+        )
+    return details

@@ -9,12 +9,10 @@ from pipeline_lib.privacy.pii import hmac_sha256_hex, normalize_email
 from pipeline_lib.silver.common import clean_string, parse_boolean, parse_timestamp, upper_code
 from pipeline_lib.silver.schemas import SILVER_SCHEMAS
 
-__all__ = ["PII_COLUMNS", "clean_customers", "to_silver_customers", "with_email_hash"]
+__all__ = ["clean_customers", "to_silver_customers", "with_email_hash"]
 
 BRONZE = "_bronze"
 LINEAGE = ("_source_file", "_ingest_date", "_run_id")
-# Personal data in clear: kept only in silver.customers, and out of its column statistics.
-PII_COLUMNS = ("email", "first_name", "last_name", "phone")
 
 
 def clean_customers(bronze: DataFrame, *, source_timezone: str) -> DataFrame:

@@ -48,6 +48,7 @@ __all__ = [
     "VALID_FROM",
     "VALID_TO",
     "build_scd2_history",
+    "history_counts",
     "version_content",
 ]
 
@@ -144,3 +145,43 @@ def build_scd2_history(
         .withColumn(IS_CURRENT, F.col(VALID_TO).isNull())
         .select(*existing.columns, FROM_INCOMING)
     )
+
+
+def history_counts(
+    incoming: DataFrame, history: DataFrame, *, keys: Sequence[str]
+) -> tuple[int, int, int, int, int]:
+    """What a rebuild did with the incoming rows, for the job's reconciliation (two queries).
+
+    Returns:
+        ``(received, distinct_contents, distinct_starts, new_versions, delisted_versions)``:
+        rows received from bronze (generated delisted rows, whose rule flags are null, are not
+        counted), their distinct contents and distinct ``(key, valid_from)`` per key and start
+        (a copy is a duplicate; another content with the same start, a conflict), then the
+        versions of ``history`` that came from ``incoming``, and those of them that are delistings.
+    """
+    content = row_fingerprint(version_content(incoming.columns))
+    received, distinct_contents, distinct_starts = _one_row(
+        incoming.where(F.col(DQ_FLAGS).isNotNull())
+        .groupBy(*keys, VALID_FROM)
+        .agg(F.count(F.lit(1)).alias("rows"), F.count_distinct(content).alias("contents"))
+        .agg(F.coalesce(F.sum("rows"), F.lit(0)), F.coalesce(F.sum("contents"), F.lit(0)), F.count(F.lit(1)))
+    )
+    delisted = F.col("is_delisted") if "is_delisted" in history.columns else F.lit(False)
+    new_versions, delisted_versions = _one_row(
+        history.agg(F.count_if(F.col(FROM_INCOMING)), F.count_if(F.col(FROM_INCOMING) & delisted))
+    )
+    return (
+        int(received),
+        int(distinct_contents),
+        int(distinct_starts),
+        int(new_versions),
+        int(delisted_versions),
+    )
+
+
+def _one_row(aggregate: DataFrame) -> tuple[int, ...]:
+    """The values of a global aggregate's one row, as whole numbers."""
+    row = aggregate.first()
+    if row is None:  # a global aggregate always has its row
+        raise RuntimeError("an aggregate returned no row")
+    return tuple(int(value) for value in row)

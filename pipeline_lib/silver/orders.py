@@ -282,3 +282,23 @@ def to_silver_order_items(items: DataFrame) -> DataFrame:
     return items.select(
         *[F.col(f.name).cast(f.dataType).alias(f.name) for f in SILVER_SCHEMAS["order_items"]]
     )
+
+
+def compare_with_recorded(compared: DataFrame) -> dict[str, int]:
+    """How a batch's winning order versions compare with silver's rows (one aggregate row).
+
+    ``compared`` holds each winner's ``__key`` (:func:`order_version_key`), the recorded
+    row's ``__recorded`` key and ``__newer`` (the winner replaces the recorded row). Counts:
+    ``redelivered`` (same time and content), ``conflicts_lost`` and ``conflicts_won`` (same
+    time, other content), ``older`` (recorded is newer).
+    """
+    same_time = F.col("__key.updated_at") == F.col("__recorded.updated_at")
+    same_content = F.col("__key.content") == F.col("__recorded.content")
+    row = compared.agg(
+        F.count_if(~F.col("__newer") & same_time & same_content).alias("redelivered"),
+        F.count_if(~F.col("__newer") & same_time & ~same_content).alias("conflicts_lost"),
+        F.count_if(F.col("__newer") & same_time & ~same_content).alias("conflicts_won"),
+        F.count_if(~F.col("__newer") & ~same_time).alias("older"),
+    ).first()
+    names = ("redelivered", "conflicts_lost", "conflicts_won", "older")
+    return {name: 0 if row is None else int(row[name] or 0) for name in names}

@@ -12,12 +12,13 @@ from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.bronze import INGEST_LOG_TABLE, ingest_source
-from jobs.framework import JobContext, new_run_id
+from jobs.bronze import ingest_source
 from pipeline_lib.bronze.schemas import LANDING_SOURCES
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.io.delta import read_table, table_exists, table_path, table_version
 from pipeline_lib.io.landing import CSV_OPTIONS, MAX_HEADER_BYTES, csv_header
+from pipeline_lib.ops.context import JobContext, new_run_id
+from pipeline_lib.ops.schemas import INGEST_LOG_TABLE
 
 pytestmark = pytest.mark.slow
 

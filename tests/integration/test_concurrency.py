@@ -43,19 +43,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 import pipeline_lib.io.delta as delta_io
-from jobs.framework import (
-    JOB_CONFLICT_ATTEMPTS,
-    JobContext,
-    JobFailedError,
-    JobResult,
-    new_run_id,
-    run_job,
-)
+from jobs.framework import JOB_CONFLICT_ATTEMPTS, JobFailedError, run_job
 from jobs.graph import JobSpec, select_jobs
 from pipeline_lib.bronze.schemas import LANDING_SOURCES
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.io.delta import read_table, table_path, upsert, write_table
-from pipeline_lib.io.quality import METRICS_TABLE, read_quality_metrics
+from pipeline_lib.io.quality import read_quality_metrics
+from pipeline_lib.ops.context import JobContext, JobResult, new_run_id
 from pipeline_lib.ops.locks import JobLockedError, job_lock
 from pipeline_lib.ops.retry import (
     ConflictRetriesExhaustedError,
@@ -63,7 +57,7 @@ from pipeline_lib.ops.retry import (
     is_delta_conflict,
     retry_on_conflict,
 )
-from pipeline_lib.ops.runs import RUNS_TABLE
+from pipeline_lib.ops.schemas import METRICS_TABLE, RUNS_TABLE
 from pipeline_lib.ops.watermarks import CDF_PROPERTIES
 from tests.support import run_cli
 
@@ -332,7 +326,7 @@ def test_optimize_during_a_merging_job_makes_the_job_retry_and_loses_nothing(
             source = sleeping_source(source, "order_id", "n0", SLEEP_MS)
         real_upsert(source, path, **options)
 
-    monkeypatch.setattr("jobs.silver.upsert", upsert_that_sleeps)
+    monkeypatch.setattr("pipeline_lib.silver.steps.upsert", upsert_that_sleeps)
     ctx = JobContext(spark=spark, config=raced, run_id="day-2")
     with signal_after_key_check("job", f"upsert into {target}") as merging:
         job, outcome = in_thread("job", lambda: run_job(orders_spec[0], ctx))
@@ -387,7 +381,7 @@ def test_a_retried_job_counts_its_quality_metrics_once(
             raise ConcurrentAppendException(message=APPEND_MESSAGE)
         upsert(source, path, **options)
 
-    monkeypatch.setattr("jobs.silver.upsert", upsert_refused_once)
+    monkeypatch.setattr("pipeline_lib.silver.steps.upsert", upsert_refused_once)
     run_job(select_jobs("silver", "orders")[0], JobContext(spark=spark, config=config, run_id="day-2"))
 
     assert len(merges) == 2

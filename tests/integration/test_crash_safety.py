@@ -1,7 +1,7 @@
 """Crash safety: a real ``ecom-pipeline run`` killed with SIGKILL at many points, then run again.
 
 A fresh lake is built from the reference landing zone by ``ecom-pipeline run`` subprocesses,
-each killed (``ECOM_CRASH_AT``, :mod:`pipeline_lib.faults`: SIGKILL to the driver's JVM and
+each killed (``ECOM_CRASH_AT``, :mod:`tests.faults`: SIGKILL to the driver's JVM and
 to itself, nothing flushed) at the next point of :data:`CRASH_POINTS`, every run starting
 from whatever the previous kill left: half-logged bronze files, quarantines written without
 their silver table, silver and gold tables written (with what they consumed, in the same
@@ -30,14 +30,15 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.bronze import INGEST_LOG_TABLE
-from jobs.framework import JobContext, new_run_id, run_job
+from jobs.framework import run_job
 from jobs.graph import select_jobs
 from pipeline_lib.bronze.schemas import INGESTED_AT, LANDING_SOURCES, RUN_ID, SOURCE_FILE
 from pipeline_lib.config import PipelineConfig
-from pipeline_lib.faults import CRASH_ENV
 from pipeline_lib.io.delta import read_table, table_path, table_version
 from pipeline_lib.io.landing import list_delivery_files
+from pipeline_lib.ops.context import JobContext, new_run_id
+from pipeline_lib.ops.schemas import INGEST_LOG_TABLE
+from tests.faults import CRASH_ENV
 from tests.lake_compare import DATA_LAYERS, compare_lakes, lake_tables
 from tests.support import (
     cli_environment,
@@ -119,6 +120,7 @@ def run_pipeline(landing: str, lake: str, *, layer: str = "all", crash_at: str |
         lake,
         env=cli_environment(**extra),
         check=False,
+        module="tests.faults",
     )
     return PipelineRun(layer, crash_at, completed.returncode, time.monotonic() - started, completed.stderr)
 

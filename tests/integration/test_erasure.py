@@ -22,14 +22,17 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.erasure import ERASURES_TABLE, customer_key, forget_customer
-from jobs.framework import JobContext, new_run_id, run_job
+from jobs.erasure import forget_customer
+from jobs.framework import run_job
 from jobs.graph import select_jobs
 from jobs.operations import maintain
 from jobs.runner import run_jobs
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.io.delta import read_table, table_path, table_version
+from pipeline_lib.ops.context import JobContext, new_run_id
+from pipeline_lib.ops.schemas import ERASURES_TABLE
 from pipeline_lib.privacy.erasure import STATS_PREFIX_CHARS
+from pipeline_lib.privacy.forget import customer_key
 from tests.support import run_cli
 
 pytestmark = pytest.mark.slow

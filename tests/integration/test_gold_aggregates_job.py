@@ -12,12 +12,13 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.framework import JobContext, JobFailedError, JobResult, new_run_id, run_job
+from jobs.framework import JobFailedError, run_job
 from jobs.graph import select_jobs
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.gold.popularity import PRODUCT_POPULARITY_TABLE_SCHEMA
 from pipeline_lib.gold.segments import CUSTOMER_SEGMENTS_TABLE_SCHEMA
 from pipeline_lib.io.delta import read_table, table_path, table_version, write_table
+from pipeline_lib.ops.context import JobContext, JobResult, new_run_id
 from pipeline_lib.ops.watermarks import CDF_PROPERTIES
 from pipeline_lib.silver.schemas import DQ_FLAGS, SILVER_SCHEMAS
 

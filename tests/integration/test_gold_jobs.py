@@ -26,12 +26,14 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.framework import JobContext, JobResult, new_run_id, run_job
+from jobs.framework import run_job
 from jobs.graph import select_jobs
 from pipeline_lib.config import PipelineConfig
-from pipeline_lib.gold.schemas import GOLD_SCHEMAS, PII_COLUMNS
+from pipeline_lib.gold.schemas import GOLD_SCHEMAS
 from pipeline_lib.io.delta import read_table, table_path, table_version, upsert, write_table
+from pipeline_lib.ops.context import JobContext, JobResult, new_run_id
 from pipeline_lib.ops.watermarks import CDF_PROPERTIES
+from pipeline_lib.privacy.pii import PII_COLUMNS
 from pipeline_lib.silver.schemas import SILVER_SCHEMAS
 
 pytestmark = pytest.mark.slow

@@ -33,13 +33,13 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.bronze import INGEST_LOG_TABLE
-from jobs.framework import JobContext, JobFailedError, JobResult, new_run_id, run_job
+from jobs.framework import JobFailedError, run_job
 from jobs.graph import JobSpec, select_jobs
 from pipeline_lib.bronze.schemas import LANDING_SOURCES
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.io.delta import read_table, table_exists, table_path
-from pipeline_lib.ops.runs import RUNS_TABLE
+from pipeline_lib.ops.context import JobContext, JobResult, new_run_id
+from pipeline_lib.ops.schemas import INGEST_LOG_TABLE, RUNS_TABLE
 from tests.hostile import FUZZ_SEED, HUGE_FIELD_CHARS, HostileBuild, Mutant, expected_rows
 
 pytestmark = pytest.mark.slow

@@ -17,10 +17,11 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from jobs.framework import JobContext, JobResult, new_run_id, run_job
+from jobs.framework import run_job
 from jobs.graph import JOB_GRAPH
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.io.delta import table_path, table_version, write_table
+from pipeline_lib.ops.context import JobContext, JobResult, new_run_id
 from tests.lake_compare import DATA_LAYERS, comparable, compare_frames, compare_lakes, lake_tables
 from tests.support import run_cli
 

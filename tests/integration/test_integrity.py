@@ -29,12 +29,11 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.bronze import INGEST_LOG_TABLE
 from jobs.graph import select_jobs
 from jobs.runner import run_jobs
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.io.delta import read_table, table_path
-from pipeline_lib.ops.runs import RUNS_TABLE
+from pipeline_lib.ops.schemas import INGEST_LOG_TABLE, RUNS_TABLE
 from tests.lake_compare import compare_lakes
 
 pytestmark = pytest.mark.slow

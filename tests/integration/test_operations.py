@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.framework import JobContext, JobFailedError, JobResult, new_run_id, run_job
+from jobs.framework import JobFailedError, run_job
 from jobs.graph import JobSpec
 from jobs.operations import UnsafeRetentionError, maintain, print_status
 from pipeline_lib.io.delta import read_table, table_path, write_table
+from pipeline_lib.ops.context import JobContext, JobResult, new_run_id
 from pipeline_lib.ops.locks import JobLockedError, job_lock
-from pipeline_lib.ops.runs import RUNS_TABLE
+from pipeline_lib.ops.schemas import RUNS_TABLE
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]

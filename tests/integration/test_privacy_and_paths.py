@@ -43,12 +43,13 @@ from hypothesis import strategies as st
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.framework import JobContext, JobFailedError, new_run_id, run_job
+from jobs.framework import JobFailedError, run_job
 from jobs.graph import select_jobs
 from pipeline_lib.bronze.schemas import LANDING_SOURCES
 from pipeline_lib.config import ConfigError, load_config
 from pipeline_lib.io.delta import LAYERS, read_table, table_path
-from pipeline_lib.ops.runs import RUNS_TABLE
+from pipeline_lib.ops.context import JobContext, new_run_id
+from pipeline_lib.ops.schemas import RUNS_TABLE
 from tests.hostile import HMAC_KEY, snapshot
 from tests.support import REPO
 

@@ -12,13 +12,14 @@ from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.framework import JobContext
-from jobs.silver_clicks import ReconciliationError, _reconcile, silver_clicks
+from jobs.silver_clicks import silver_clicks
 from pipeline_lib.bronze.schemas import LANDING_SOURCES
 from pipeline_lib.config import PipelineConfig, QualityConfig
 from pipeline_lib.io.delta import read_table, table_path, table_version, write_table
-from pipeline_lib.ops.watermarks import CDF_PROPERTIES, WATERMARKS_TABLE
-from pipeline_lib.silver.clicks import IS_CUSTOMER_STITCHED
+from pipeline_lib.ops.context import JobContext
+from pipeline_lib.ops.schemas import WATERMARKS_TABLE
+from pipeline_lib.ops.watermarks import CDF_PROPERTIES
+from pipeline_lib.silver.clicks import IS_CUSTOMER_STITCHED, ReconciliationError, reconcile_clicks
 from pipeline_lib.silver.schemas import FAILED_RULES
 from tests.unit.test_clicks import load_click_rules, session_hash
 
@@ -185,4 +186,4 @@ def test_reconciliation_that_does_not_add_up_fails_the_run():
     counts = {"bronze_rows": 10, "quarantined": 2, "valid": 8, "unique_in_batch": 7, "conflicts_in_batch": 0,
               "new_events": 6, "context_updates": 0}  # fmt: skip
     with pytest.raises(ReconciliationError, match="10 bronze rows, but 5 inserted \\+ 2 quarantined \\+ 2"):
-        _reconcile(counts, {"inserted": 5, "updated": 0})
+        reconcile_clicks(counts, {"inserted": 5, "updated": 0})

@@ -17,12 +17,12 @@ import warnings
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.framework import JobContext
 from jobs.silver import customers, fx_rates, order_items, orders, products
 from pipeline_lib.bronze.schemas import LANDING_SOURCES
 from pipeline_lib.config import QualityRule
 from pipeline_lib.io.delta import read_table, table_path, table_version, write_table
 from pipeline_lib.io.quality import write_quarantine
+from pipeline_lib.ops.context import JobContext
 from pipeline_lib.ops.watermarks import CDF_PROPERTIES, last_processed_version
 from pipeline_lib.privacy.pii import INSECURE_DEFAULT_KEY
 from pipeline_lib.quality.rules import QualityThresholdError, split_by_quality, with_rule_results

@@ -9,8 +9,8 @@ from chispa import assert_df_equality
 
 from pipeline_lib.io.delta import latest_commit, read_table, table_path, table_version, write_table
 from pipeline_lib.io.frames import local_frame
+from pipeline_lib.ops.schemas import WATERMARKS_TABLE
 from pipeline_lib.ops.watermarks import (
-    WATERMARKS_TABLE,
     consumed_metadata,
     consumer_table,
     current_watermarks,

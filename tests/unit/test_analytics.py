@@ -11,7 +11,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipeline_lib import analytics as A
+from pipeline_lib.analysis import queries as A
 from pipeline_lib.io.delta import MissingColumnsError
 from pipeline_lib.silver.schemas import BASE_MONEY
 

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipeline_lib import quality_io
 from pipeline_lib.bronze.schemas import LANDING_SOURCES
 from pipeline_lib.config import QualityRule, load_config
+from pipeline_lib.io import quality as quality_io
 from pipeline_lib.quality.rules import split_by_quality, with_rule_results
 from pipeline_lib.silver.clicks import (
     BRONZE_RECORD,

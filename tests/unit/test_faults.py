@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from pipeline_lib.faults import CRASH_ENV, crash_point, parse_crash_spec, table_label
+from tests.faults import CRASH_ENV, crash_point, parse_crash_spec, table_label
 from tests.support import REPO, cli_environment
 
 SCRIPT = """
-from pipeline_lib.faults import crash_point
+from tests.faults import crash_point
 crash_point("bronze.before_log.orders")
 print("passed bronze", flush=True)
 crash_point("delta.before_commit", table="/lake/silver/orders")

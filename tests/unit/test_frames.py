@@ -10,7 +10,7 @@ import pytest
 from pyspark.sql import types as T
 
 from pipeline_lib.io.frames import local_frame
-from pipeline_lib.ops.runs import RUN_RECORD_SCHEMA
+from pipeline_lib.ops.schemas import RUN_RECORD_SCHEMA
 
 SCHEMA = T.StructType(
     [

@@ -26,8 +26,8 @@ from pipeline_lib.gold.schemas import (
     DIM_DATE_SCHEMA,
     DIM_PRODUCT_SCHEMA,
     GOLD_SCHEMAS,
-    PII_COLUMNS,
 )
+from pipeline_lib.privacy.pii import PII_COLUMNS
 from pipeline_lib.silver.schemas import SILVER_SCHEMAS
 
 UTC = dt.UTC

@@ -9,8 +9,8 @@ from pyspark.sql import types as T
 from pipeline_lib.config import QualityRule
 from pipeline_lib.io.delta import MissingColumnsError
 from pipeline_lib.io.quality import bronze_record_of_failures_only, measured_once, quarantine_rows
+from pipeline_lib.ops.schemas import METRICS_SCHEMA
 from pipeline_lib.quality.rules import (
-    METRICS_SCHEMA,
     QualityThresholdError,
     enforce_thresholds,
     quality_metrics,

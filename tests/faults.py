@@ -1,14 +1,15 @@
-"""Fault injection for the crash-safety tests: kill this process at a named point.
+"""Fault injection for the crash-safety tests: run the pipeline and kill it at a named point.
 
-A TEST HOOK, inert in production. The pipeline calls :func:`crash_point` at the moments
-where a crash is most likely to lose or double data: just before and just after every
-Delta commit made through :mod:`pipeline_lib.io.delta`, around each watermark save and
-run record, and between a bronze append and its file-log entry. When the environment
-variable ``ECOM_CRASH_AT`` names the point, the process is killed with ``SIGKILL``, as a
-power cut or the kernel's OOM killer would: no ``finally`` block, no ``atexit`` hook, no
-Spark shutdown, nothing flushed. The Spark driver's JVM is killed first, so it cannot
-finish anything on its own either. When the variable is unset, a call costs one
-environment lookup.
+Test-only: production code has no crash hook. ``python -m tests.faults <ecom-pipeline
+arguments>`` is the CLI with crash points wrapped around the I/O functions where a crash is
+most likely to lose or double data (:func:`install`): just before and just after every Delta
+commit (:func:`pipeline_lib.io.delta.write_table` and :func:`pipeline_lib.io.delta.merge`,
+through which every data commit goes), around each watermark save and run record, and
+between a bronze append and its file-log entry. When the environment variable
+``ECOM_CRASH_AT`` names the point, the process is killed with ``SIGKILL``, as a power cut
+or the kernel's OOM killer would: no ``finally`` block, no ``atexit`` hook, no Spark
+shutdown, nothing flushed. The Spark driver's JVM is killed first, so it cannot finish
+anything on its own either.
 
 ``ECOM_CRASH_AT=<point>[:<n>]``:
 
@@ -38,9 +39,12 @@ The points (``<layer>.<table>`` names the Delta table, ``<job>`` is e.g. ``silve
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
+from collections.abc import Callable, Sequence
+from typing import Any
 
 CRASH_ENV = "ECOM_CRASH_AT"
 
@@ -115,3 +119,69 @@ def _spark_driver_jvm_pid() -> int | None:
     gateway = getattr(getattr(context, "SparkContext", None), "_gateway", None)
     process = getattr(gateway, "proc", None)
     return None if process is None else int(process.pid)
+
+
+def install() -> None:
+    """Wrap the I/O functions named in this module's docstring with their crash points.
+
+    Every module already imported that bound one of them by name (``from ... import``) gets
+    the wrapper too; modules imported later import the wrapper.
+    """
+    from pipeline_lib.io import delta, ingest_log
+    from pipeline_lib.ops import runs, watermarks
+
+    def around_commit(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str]:
+        path = kwargs.get("path", args[1] if len(args) > 1 else "")
+        return f"delta.before_commit.{table_label(path)}", f"delta.after_commit.{table_label(path)}"
+
+    def around_log(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str]:
+        source = kwargs.get("source", args[2])
+        return f"bronze.before_log.{source}", f"bronze.after_log.{source}"
+
+    def around_watermark(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str]:
+        consumer = kwargs.get("consumer", args[2])
+        return f"watermark.before_save.{consumer}", f"watermark.after_save.{consumer}"
+
+    def around_records(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[str], list[str]]:
+        jobs = [record.job for record in kwargs.get("records", args[2] if len(args) > 2 else ())]
+        return [f"run_record.before.{j}" for j in jobs], [f"run_record.after.{j}" for j in jobs]
+
+    _wrap(delta, "write_table", around_commit)
+    _wrap(delta, "merge", around_commit)
+    _wrap(ingest_log, "append_log", around_log)
+    _wrap(watermarks, "save_processed_versions", around_watermark)
+    _wrap(runs, "record_runs", around_records)
+
+
+def _wrap(module: Any, name: str, points: Callable[[tuple[Any, ...], dict[str, Any]], Any]) -> None:
+    original = getattr(module, name)
+
+    @functools.wraps(original)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        before, after = points(args, kwargs)
+        for point in _as_list(before):
+            crash_point(point)
+        result = original(*args, **kwargs)
+        for point in _as_list(after):
+            crash_point(point)
+        return result
+
+    for loaded in list(sys.modules.values()):
+        if getattr(loaded, name, None) is original:
+            setattr(loaded, name, wrapper)
+
+
+def _as_list(points: str | Sequence[str]) -> Sequence[str]:
+    return [points] if isinstance(points, str) else points
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``ecom-pipeline`` with the crash points installed."""
+    install()
+    from jobs.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Gold tables computed as of a date: one partition per as-of date, replaced only when it changes.
+
+The steps the as-of jobs (``jobs.gold_aggregates``) are made of: read silver pinned at its
+current versions, resolve the as-of date (``--as-of``, else the latest order date bounded by
+the latest delivery), fingerprint the inputs (silver versions, ``--as-of``, settings, code),
+skip when the table's latest commit wrote that very fingerprint, else build the rows and
+replace the ``as_of_date`` partition (Delta ``replaceWhere``) unless it already holds them.
+See ``docs/segments_and_popularity.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import importlib
+import inspect
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from pipeline_lib.bronze.schemas import INGEST_DATE
+from pipeline_lib.io.delta import latest_user_metadata, read_table, table_exists, table_version, write_table
+from pipeline_lib.io.frames import same_rows
+from pipeline_lib.ops.context import JobContext, JobResult
+from pipeline_lib.ops.watermarks import CDF_PROPERTIES
+
+AS_OF_COLUMN = "as_of_date"
+INPUTS_KEY = "aggregate_inputs"  # in the userMetadata of each write: the inputs' fingerprint
+# The code an aggregate's rows depend on: a change to it changes the fingerprint.
+_CODE_MODULES = (
+    "jobs.gold_aggregates",
+    "pipeline_lib.gold.as_of",
+    "pipeline_lib.gold.facts",
+    "pipeline_lib.gold.popularity",
+    "pipeline_lib.gold.schemas",
+    "pipeline_lib.gold.segments",
+    "pipeline_lib.silver.schemas",
+)
+
+
+class MissingInputError(RuntimeError):
+    """A silver table the aggregate needs is missing, or no as-of date can be derived."""
+
+
+def read_silver(ctx: JobContext, tables: Sequence[str]) -> tuple[dict[str, DataFrame], dict[str, int]]:
+    """The silver ``tables`` as of their current versions, and those versions.
+
+    Each table is read at the version listed, so the versions name exactly what was read.
+
+    Raises:
+        MissingInputError: A table does not exist (the silver layer has not run).
+    """
+    versions = {}
+    for table in tables:
+        path = ctx.path("silver", table)
+        version = table_version(ctx.spark, path)
+        if version is None:
+            raise MissingInputError(f"no Delta table silver.{table} at {path}: run the silver layer first")
+        versions[table] = version
+    frames = {t: read_table(ctx.spark, ctx.path("silver", t), version=v) for t, v in versions.items()}
+    return frames, versions
+
+
+@functools.cache
+def _code_digest() -> str:
+    sources = (inspect.getsource(importlib.import_module(name)) for name in _CODE_MODULES)
+    return hashlib.sha256("\0".join(sources).encode()).hexdigest()
+
+
+def inputs_fingerprint(
+    versions: Mapping[str, int], as_of: dt.date | None, settings: Mapping[str, Any]
+) -> str:
+    """A digest of everything an as-of partition is computed from.
+
+    The silver versions read, the ``--as-of`` asked (None: the latest order date, itself a
+    function of silver.orders), the job's settings and the source of the code that computes
+    the rows (:data:`_CODE_MODULES`).
+    """
+    document = {
+        "silver": dict(versions),
+        "as_of": None if as_of is None else as_of.isoformat(),
+        "settings": settings,
+        "code": _code_digest(),
+    }
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def published_from(ctx: JobContext, path: str, fingerprint: str) -> dict[str, Any] | None:
+    """The latest commit's record if it wrote these very inputs' partition, else None.
+
+    Any later commit (another as-of date, an erasure, maintenance) makes it None: the job
+    then recomputes and compares, as without the record.
+    """
+    if ctx.full_refresh:
+        return None
+    raw = latest_user_metadata(ctx.spark, path)
+    try:
+        record = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    if isinstance(record, dict) and record.get(INPUTS_KEY) == fingerprint:
+        return record
+    return None
+
+
+def collect_order_stats(orders: DataFrame) -> tuple[dt.date | None, int]:
+    """The default as-of date and the number of rows of silver.orders (one aggregate row).
+
+    The default is the latest ``order_date``, but never after the latest delivery of the orders
+    (``_ingest_date``): an order dated in the future cannot move the as-of date past the data.
+    """
+    row = orders.agg(
+        F.least(F.max("order_date"), F.max(INGEST_DATE)).alias("latest"), F.count(F.lit(1)).alias("rows")
+    ).first()
+    return (None, 0) if row is None else (row["latest"], int(row["rows"]))
+
+
+def resolve_as_of(ctx: JobContext, orders: DataFrame) -> tuple[dt.date, int]:
+    """``ctx.as_of``, else the latest order date of silver.orders bounded by its latest delivery;
+    and the orders' row count.
+
+    Raises:
+        MissingInputError: No as-of date was given and silver.orders has no dated order.
+    """
+    latest, rows = collect_order_stats(orders)
+    if ctx.as_of is not None:
+        return ctx.as_of, rows
+    if latest is None:
+        raise MissingInputError("no --as-of given and silver.orders holds no order date to default to")
+    return latest, rows
+
+
+def _as_of_predicate(as_of: dt.date) -> str:
+    return f"{AS_OF_COLUMN} = DATE'{as_of.isoformat()}'"
+
+
+def partition_is_unchanged(rows: DataFrame, path: str, as_of: dt.date) -> bool:
+    """True when the table's ``as_of`` partition holds exactly ``rows`` (as a multiset).
+
+    Compares with ``exceptAll`` both ways (one Spark job) on that one partition, so duplicates
+    count. A table without one of the columns of ``rows`` counts as changed.
+    """
+    spark = rows.sparkSession
+    if not table_exists(spark, path):
+        return False
+    stored = read_table(spark, path).where(F.expr(_as_of_predicate(as_of)))
+    if any(column not in stored.columns for column in rows.columns):
+        return False
+    return same_rows(rows, stored)
+
+
+def replace_as_of_partition(rows: DataFrame, path: str, as_of: dt.date, *, user_metadata: str) -> None:
+    """Replace the ``as_of`` partition of the table at ``path`` with ``rows`` (one commit).
+
+    Creates the table (partitioned by ``as_of_date``, change data feed on) when missing.
+    Delta checks that every written row matches the ``replaceWhere`` predicate.
+    """
+    if not table_exists(rows.sparkSession, path):
+        write_table(
+            rows,
+            path,
+            mode="overwrite",
+            partition_by=[AS_OF_COLUMN],
+            properties=CDF_PROPERTIES,
+            user_metadata=user_metadata,
+        )
+        return
+    write_table(
+        rows,
+        path,
+        mode="overwrite",
+        partition_by=[AS_OF_COLUMN],
+        replace_where=_as_of_predicate(as_of),
+        user_metadata=user_metadata,
+    )
+
+
+def publish_as_of(
+    ctx: JobContext,
+    table: str,
+    orders: DataFrame,
+    build: Callable[[dt.date], DataFrame],
+    fingerprint: str,
+) -> JobResult:
+    """Write one as-of partition of ``<lake>/gold/<table>`` unless it already holds its rows.
+
+    Skips the computation when the table's latest commit wrote the same inputs (see
+    :func:`published_from`); else builds the rows with ``build(as_of)`` and compares them
+    with the stored partition.
+    """
+    path = ctx.path("gold", table)
+    done = published_from(ctx, path, fingerprint)
+    if done is not None:
+        ctx.progress(
+            f"gold.{table}: as of {done['as_of_date']}: {done['partition_rows']} rows, inputs unchanged "
+            "since they were written; nothing computed"
+        )
+        return JobResult(
+            rows_read=int(done["rows_read"]),
+            rows_written=0,
+            delta_versions={path: table_version(ctx.spark, path)},  # type: ignore[dict-item]
+            details={
+                "as_of_date": done["as_of_date"],
+                "partition": "unchanged",
+                "partition_rows": int(done["partition_rows"]),
+                "inputs": "unchanged since the partition was written",
+            },
+        )
+    as_of, rows_read = resolve_as_of(ctx, orders)
+    rows = build(as_of).persist()
+    try:
+        count = rows.count()
+        if not ctx.full_refresh and partition_is_unchanged(rows, path, as_of):
+            ctx.progress(f"gold.{table}: as of {as_of}: {count} rows, unchanged; nothing written")
+            written, outcome = 0, "unchanged"
+        else:
+            record = {
+                INPUTS_KEY: fingerprint,
+                "as_of_date": as_of.isoformat(),
+                "partition_rows": count,
+                "rows_read": rows_read,
+            }
+            replace_as_of_partition(rows, path, as_of, user_metadata=json.dumps(record, sort_keys=True))
+            ctx.progress(f"gold.{table}: as of {as_of}: {count} rows written")
+            written, outcome = count, "replaced"
+    finally:
+        rows.unpersist()
+    version = table_version(ctx.spark, path)
+    return JobResult(
+        rows_read=rows_read,
+        rows_written=written,
+        delta_versions={} if version is None else {path: version},
+        details={"as_of_date": as_of.isoformat(), "partition": outcome, "partition_rows": count},
+    )

@@ -1,0 +1,64 @@
+"""What a job gets and what it reports: :class:`JobContext` and :class:`JobResult`.
+
+A job is a function ``(ctx: JobContext) -> JobResult`` declared in :mod:`jobs.graph`; the
+library's job steps (:mod:`pipeline_lib.silver.steps`, :mod:`pipeline_lib.gold.as_of`...)
+take the same context, so a job module is only the recipe that chains them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from pipeline_lib.config import PipelineConfig
+from pipeline_lib.io.delta import table_path
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a job gets: the session, the config, and this run's identity and options."""
+
+    spark: SparkSession
+    config: PipelineConfig
+    run_id: str
+    as_of: dt.date | None = None
+    full_refresh: bool = False
+
+    @property
+    def lake(self) -> str:
+        """The lake root."""
+        return self.config.paths.lake
+
+    def path(self, layer: str, table: str) -> str:
+        """``<lake>/<layer>/<table>``."""
+        return table_path(self.config.paths.lake, layer, table)
+
+    def progress(self, message: str) -> None:
+        """One line of progress on stderr."""
+        progress(message)
+
+
+def progress(message: str) -> None:
+    """One line of progress on stderr, with the time."""
+    print(f"[{dt.datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class JobResult:
+    """What a job reports: row counts, the Delta versions it wrote, and free-form details."""
+
+    rows_read: int = 0
+    rows_written: int = 0
+    rows_quarantined: int = 0
+    delta_versions: dict[str, int] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC time plus a random suffix."""
+    return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
