@@ -13,9 +13,10 @@ SCALE ?= 1
 PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 KAFKA_PORT ?= 9092
+CODE := pipeline_lib jobs ecom_generator tests tools bench airflow/dags setup.py
 KAFKA_DIR ?= .kafka
 
-.PHONY: help setup demo test test-fast lint format notebooks bench airflow-setup kafka-up kafka-down clean
+.PHONY: help setup demo test test-fast check lint format notebooks bench airflow-setup kafka-up kafka-down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -52,13 +53,16 @@ test: setup  ## run the whole test suite (slow tests included) in $(TEST_WORKERS
 test-fast: setup  ## run the tests not marked slow
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" $(PYTEST_ARGS)
 
-lint: setup  ## ruff check and format check
-	$(BIN)/ruff check pipeline_lib jobs tests tools airflow/dags
-	$(BIN)/ruff format --check pipeline_lib jobs tests tools airflow/dags
+check: setup  ## ruff check, format check and mypy (what CI runs before the tests)
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
+	$(BIN)/python -m mypy
+
+lint: check  ## alias of check
 
 format: setup  ## format the code with ruff
-	$(BIN)/ruff format pipeline_lib jobs tests tools airflow/dags
-	$(BIN)/ruff check --fix pipeline_lib jobs tests tools airflow/dags
+	$(BIN)/ruff format $(CODE)
+	$(BIN)/ruff check --fix $(CODE)
 
 notebooks: setup  ## open Jupyter on notebooks/ with the demo lake (run `make demo` first)
 	$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(BIN)/python -m pip install -q jupyterlab

@@ -39,6 +39,8 @@ setup(
             "chispa==0.12.0",
             "hypothesis>=6.100,<7",
             "ruff>=0.6",
+            "mypy>=1.11",
+            "pre-commit>=3.7",
             "nbclient>=0.10",
             "nbformat>=5.10",
             "ipykernel>=6.29",
