@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,94 @@ def test_parse_assignment():
     assert parse_assignment("pipeline.session_gap_minutes=15") == ("pipeline.session_gap_minutes", 15)
     with pytest.raises(ConfigError, match=r"expects section\.key=value"):
         parse_assignment("pipeline.session_gap_minutes")
+
+
+# --- constraints, and the layer each bad value came from -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("local", "environ", "overrides", "where"),
+    [
+        ("pipeline:\n  max_parallel_jobs: 0\n", {}, {}, r"in .*local\.yaml: "),
+        ("", {}, {"pipeline.max_parallel_jobs": 0}, r"in command line \(pipeline\.max_parallel_jobs\): "),
+    ],
+)
+def test_a_value_out_of_range_names_key_range_and_layer(tmp_path, local, environ, overrides, where):
+    conf = make_conf(tmp_path, local=local)
+    variable = next(iter(environ), None)
+    expected = (
+        rf"^bad value for 'pipeline\.max_parallel_jobs' {where}expected between 1 and 64 jobs at once, got 0"
+        + (rf" \(set by {variable}\)$" if variable else "$")
+    )
+    with pytest.raises(ConfigError, match=expected):
+        load_config("local", conf_dir=conf, environ=environ, overrides=overrides)
+
+
+@pytest.mark.parametrize(
+    ("local", "message"),
+    [
+        ("pipeline:\n  session_gap_minutes: '20'\n", r"session_gap_minutes' .*expected an integer, got '20'"),
+        ("pipeline:\n  max_parallel_jobs: true\n", r"max_parallel_jobs' .*expected an integer, got True"),
+        ("pipeline:\n  popularity_windows_days: [7, 0]\n", r"popularity_windows_days\[1\]' .*positive day"),
+        ("pipeline:\n  popularity_windows_days: []\n", r"popularity_windows_days' .*non-empty list"),
+        ("privacy:\n  allow_insecure_default_key: 'no'\n", r"allow_insecure_default_key' .*true or false"),
+        ("privacy:\n  hmac_key_env: 'my key'\n", r"hmac_key_env' .*an environment variable's name"),
+        ("spark:\n  log_level: loud\n", r"spark\.log_level' .*expected one of 'ALL'"),
+        ("spark:\n  conf: {spark.x: [1]}\n", r"'spark\.conf\.spark\.x' .*expected a string"),
+        (
+            "quality:\n  plausible_time: {earliest: soon}\n",
+            r"plausible_time\.earliest' .*YYYY-MM-DD, got 'soon'",
+        ),
+        ("maintenance:\n  vacuum_retention_hours: -1\n", r"vacuum_retention_hours' .*not negative, got -1"),
+        ("segments:\n  mapping: [{segment: x}]\n", r"missing key 'segments\.mapping\[0\]\.when'"),
+        ("spark: 5\n", r"bad value for 'spark' in .*local\.yaml: expected a mapping, got 5"),
+    ],
+)
+def test_constraints_are_checked(tmp_path, local, message):
+    conf = make_conf(tmp_path, local=local)
+    with pytest.raises(ConfigError, match=message):
+        load_config("local", conf_dir=conf, environ={})
+
+
+def test_a_rule_field_out_of_range_names_the_rule_and_the_file(tmp_path):
+    rules = "quality:\n  rules:\n    orders:\n      - {name: r, expr: 'x > 0', action: fail, threshold: 2}\n"
+    conf = make_conf(tmp_path, local=rules)
+    with pytest.raises(
+        ConfigError,
+        match=r"'quality\.rules\.orders\[0\]\.threshold' in .*local\.yaml: expected a share in \[0, 1\]",
+    ):
+        load_config("local", conf_dir=conf, environ={})
+
+
+def test_every_problem_is_reported_one_per_line(tmp_path):
+    conf = make_conf(tmp_path, local="pipeline:\n  base_currency: euro\n  max_parallel_jobs: 0\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config("local", conf_dir=conf, environ={"ECOM__SEGMENTS__SCORE_BUCKETS": "11"})
+    lines = str(refused.value).splitlines()
+    assert [line.split("'")[1] for line in lines] == [
+        "pipeline.base_currency",
+        "pipeline.max_parallel_jobs",
+        "segments.score_buckets",
+    ]
+
+
+def test_lenient_spellings_are_normalized(tmp_path):
+    local = "spark:\n  log_level: info\n"
+    local += "  conf: {spark.sql.adaptive.enabled: false, spark.sql.shuffle.partitions: 4}\n"
+    local += "quality:\n  plausible_time: {earliest: 2001-02-03}\n"  # a YAML date, not text
+    config = load_config("local", conf_dir=make_conf(tmp_path, local=local), environ={})
+    assert config.spark.log_level == "INFO"
+    assert config.spark.conf["spark.sql.adaptive.enabled"] == "false"
+    assert config.spark.conf["spark.sql.shuffle.partitions"] == "4"
+    assert config.quality.plausible_time.earliest == "2001-02-03"
+
+
+def test_copies_stay_frozen_and_checked(tmp_path):
+    config = load_config("local", conf_dir=make_conf(tmp_path), environ={})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.pipeline.max_parallel_jobs = 3  # type: ignore[misc]
+    with pytest.raises(ValueError, match="less than or equal to 64"):
+        dataclasses.replace(config.pipeline, max_parallel_jobs=65)
+    moved = config.with_paths(lake="relative-lake")
+    assert moved.paths.lake == str(Path("relative-lake").resolve())
+    assert moved.paths.landing == config.paths.landing
