@@ -4,9 +4,20 @@ Layers, lowest first:
 
 1. ``conf/base.yaml`` and ``conf/quality.yaml`` (the quality rules, kept apart for reading);
 2. ``conf/<env>.yaml`` (``local`` by default, or ``cluster``, or your own);
-3. environment variables: ``ECOM_LANDING`` and ``ECOM_LAKE`` for the two roots, and
-   ``ECOM__<SECTION>__<KEY>=value`` for any other key (value parsed as YAML), e.g.
-   ``ECOM__PIPELINE__BASE_CURRENCY=USD`` or ``ECOM__SPARK__CONF__SPARK.SQL.SHUFFLE.PARTITIONS=4``;
+3. environment variables, each a name a shell can ``export``:
+
+   - ``ECOM_LANDING`` and ``ECOM_LAKE`` for the two roots;
+   - ``ECOM__<SECTION>__<KEY>=value`` for one key, the value parsed as YAML, e.g.
+     ``ECOM__PIPELINE__BASE_CURRENCY=USD``;
+   - ``ECOM__<SECTION>=<YAML mapping>`` (or ``ECOM__<SECTION>__<KEY>=<YAML mapping>`` for a key
+     that holds a mapping), merged into it key by key with the keys written as in the files:
+     the way to set a key a variable's name cannot hold, such as Spark's dotted, camel-case
+     ones: ``ECOM__SPARK__CONF='{spark.sql.shuffle.partitions: 4}'``;
+   - the older dotted form ``ECOM__SPARK__CONF__SPARK.SQL.SHUFFLE.PARTITIONS=4`` still works
+     where something puts it in the environment (``env``, ``docker run -e``), though a shell
+     cannot ``export`` it.
+
+   A more specific variable wins over a less specific one, whatever the environment's order;
 4. command-line flags (``--landing``, ``--lake``, ``--set section.key=value``).
 
 Every key is checked on load by the pydantic dataclasses below (types, ranges, enumerations,
@@ -362,7 +373,8 @@ def load_config(
         known = sorted(p.stem for p in folder.glob("*.yaml") if p.stem not in ("base", "quality"))
         raise ConfigError(f"unknown environment {env!r}: {env_file} not found (known: {', '.join(known)})")
     _merge(merged, origins, _read_yaml(env_file), _Origin(str(env_file)))
-    _merge(merged, origins, _env_layer(environ), _Origin("environment"))
+    for variable, layer in _env_layers(environ):
+        _merge(merged, origins, layer, _Origin("environment", variable))
     for dotted, value in (overrides or {}).items():
         _merge(merged, origins, _nest(dotted.split("."), value), _Origin(f"command line ({dotted})"))
     return _build(env, merged, origins)
@@ -388,11 +400,15 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
-    layer: dict[str, Any] = {}
-    for var, (section, key) in ROOT_ENV_VARS.items():
-        if environ.get(var):
-            layer.setdefault(section, {})[key] = environ[var]
+def _env_layers(environ: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    """Each configuring variable and the keys it sets, in the order they apply: the two roots,
+    then the ``ECOM__`` variables from the least specific (a section's mapping) to the most."""
+    layers = [
+        (var, {section: {key: environ[var]}})
+        for var, (section, key) in ROOT_ENV_VARS.items()
+        if environ.get(var)
+    ]
+    scoped: list[tuple[int, str, dict[str, Any]]] = []
     for var, raw in environ.items():
         if not var.startswith(ENV_PREFIX):
             continue
@@ -403,10 +419,24 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
             # letters is kept exactly; an all-upper one is lower-cased.
             tail = "__".join(raw_parts[2:])
             parts = [*parts[:2], tail if tail != tail.upper() else tail.lower()]
-        if len(parts) < 2 or not all(parts):
-            raise ConfigError(f"environment variable {var}: expected ECOM__<SECTION>__<KEY>")
-        _merge(layer, {}, _nest(parts, yaml.safe_load(raw) if raw.strip() else None), _DEFAULTS)
-    return layer
+        value = _env_value(var, raw)
+        if not all(parts) or (len(parts) == 1 and not isinstance(value, dict)):
+            raise ConfigError(
+                f"environment variable {var}: expected ECOM__<SECTION>__<KEY>=<value>, "
+                "or ECOM__<SECTION>=<a YAML mapping of its keys>"
+            )
+        scoped.append((len(parts), var, _nest(parts, value)))
+    layers += [(var, layer) for _, var, layer in sorted(scoped, key=lambda item: item[:2])]
+    return layers
+
+
+def _env_value(var: str, raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        # The problem only, not the text: a value may be a secret in the wrong place.
+        problem = getattr(err, "problem", None) or "unreadable"
+        raise ConfigError(f"environment variable {var}: its value is not valid YAML ({problem})") from err
 
 
 def _nest(parts: list[str], value: Any) -> dict[str, Any]:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,6 +173,8 @@ def test_parse_assignment():
     ("local", "environ", "overrides", "where"),
     [
         ("pipeline:\n  max_parallel_jobs: 0\n", {}, {}, r"in .*local\.yaml: "),
+        ("", {"ECOM__PIPELINE__MAX_PARALLEL_JOBS": "0"}, {}, r"in environment: "),
+        ("", {"ECOM__PIPELINE": "{max_parallel_jobs: 0}"}, {}, r"in environment: "),
         ("", {}, {"pipeline.max_parallel_jobs": 0}, r"in command line \(pipeline\.max_parallel_jobs\): "),
     ],
 )
@@ -229,6 +235,7 @@ def test_every_problem_is_reported_one_per_line(tmp_path):
         "pipeline.max_parallel_jobs",
         "segments.score_buckets",
     ]
+    assert lines[2].endswith("(set by ECOM__SEGMENTS__SCORE_BUCKETS)")
 
 
 def test_lenient_spellings_are_normalized(tmp_path):
@@ -251,3 +258,80 @@ def test_copies_stay_frozen_and_checked(tmp_path):
     moved = config.with_paths(lake="relative-lake")
     assert moved.paths.lake == str(Path("relative-lake").resolve())
     assert moved.paths.landing == config.paths.landing
+
+
+# --- the environment scheme: every key through a name a shell can export ---------------------
+
+
+def test_a_section_variable_takes_a_yaml_mapping_merged_into_the_section(tmp_path):
+    environ = {
+        "ECOM__SPARK__CONF": (
+            "{spark.sql.shuffle.partitions: 4, spark.databricks.delta.snapshotPartitions: 2}"
+        ),
+        "ECOM__PIPELINE": "{base_currency: USD, session_gap_minutes: 10}",
+    }
+    assert all(re.fullmatch(r"[A-Z_][A-Z0-9_]*", name) for name in environ)  # what `export` accepts
+    config = load_config("local", conf_dir=make_conf(tmp_path), environ=environ)
+    assert config.spark.conf["spark.sql.shuffle.partitions"] == "4"
+    assert config.spark.conf["spark.databricks.delta.snapshotPartitions"] == "2"  # case kept
+    assert config.spark.conf["spark.sql.session.timeZone"] == "UTC"  # the file's other keys stay
+    assert (config.pipeline.base_currency, config.pipeline.session_gap_minutes) == ("USD", 10)
+    assert config.pipeline.source_timezone == "Europe/Berlin"
+
+
+def test_the_more_specific_variable_wins_whatever_the_order(tmp_path):
+    conf = make_conf(tmp_path)
+    specific_first = {
+        "ECOM__SPARK__CONF__SPARK.SQL.SHUFFLE.PARTITIONS": "5",
+        "ECOM__PIPELINE__SESSION_GAP_MINUTES": "11",
+        "ECOM__SPARK__CONF": "{spark.sql.shuffle.partitions: 4}",
+        "ECOM__PIPELINE": "{session_gap_minutes: 10}",
+    }
+    for environ in (specific_first, dict(reversed(specific_first.items()))):
+        config = load_config("local", conf_dir=conf, environ=environ)
+        assert config.spark.conf["spark.sql.shuffle.partitions"] == "5"
+        assert config.pipeline.session_gap_minutes == 11
+
+
+def test_an_unknown_key_in_a_section_variable_names_the_variable_not_the_value(tmp_path):
+    conf = make_conf(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        load_config("local", conf_dir=conf, environ={"ECOM__PRIVACY": "{hmac_key: s3cret-value}"})
+    assert re.fullmatch(
+        r"unknown key 'privacy\.hmac_key' in environment \(known: .*\) \(set by ECOM__PRIVACY\)",
+        str(refused.value),
+    )
+    assert "s3cret" not in str(refused.value)
+
+
+def test_a_variable_that_is_not_yaml_is_named_without_its_value(tmp_path):
+    conf = make_conf(tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"^environment variable ECOM__SPARK__CONF: .*not valid YAML"
+    ) as bad:
+        load_config("local", conf_dir=conf, environ={"ECOM__SPARK__CONF": "{s3cret: [unclosed"})
+    assert "s3cret" not in str(bad.value)
+
+
+def test_the_scheme_works_from_a_real_shell(tmp_path):
+    conf = make_conf(tmp_path)
+    reader = tmp_path / "read_config.py"
+    reader.write_text(
+        "from pipeline_lib.config import load_config\n"
+        f"config = load_config('local', conf_dir={str(conf)!r})\n"
+        "print(config.spark.conf['spark.sql.shuffle.partitions'], config.pipeline.base_currency)\n"
+    )
+    exports = "export ECOM__SPARK__CONF='{spark.sql.shuffle.partitions: 4}' ECOM__PIPELINE__BASE_CURRENCY=USD"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ECOM")}
+    environ["PYTHONPATH"] = str(REPO)
+    shell = subprocess.run(
+        ["bash", "-c", f'{exports} && exec "$0" "$1"', sys.executable, str(reader)],
+        capture_output=True,
+        text=True,
+        env=environ,
+        check=True,
+    )
+    assert shell.stdout.split() == ["4", "USD"]
+    # What the scheme replaces: bash refuses a name with dots.
+    refused = subprocess.run(["bash", "-c", "export ECOM__SPARK__CONF__SPARK.SQL.SHUFFLE.PARTITIONS=4"])
+    assert refused.returncode != 0
