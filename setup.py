@@ -24,6 +24,9 @@ setup(
     package_data={"pipeline_lib": ["py.typed"]},
     install_requires=[
         "pyyaml>=6.0,<7",
+        # the config's validation (pipeline_lib/config.py) and the retry on Delta conflicts
+        "pydantic>=2.7,<3",
+        "tenacity>=8.2,<10",
         "numpy>=1.26,<3",
         "pandas>=2.2,<3",
         "pyarrow>=15,<23",

@@ -4,13 +4,26 @@ Layers, lowest first:
 
 1. ``conf/base.yaml`` and ``conf/quality.yaml`` (the quality rules, kept apart for reading);
 2. ``conf/<env>.yaml`` (``local`` by default, or ``cluster``, or your own);
-3. environment variables: ``ECOM_LANDING`` and ``ECOM_LAKE`` for the two roots, and
-   ``ECOM__<SECTION>__<KEY>=value`` for any other key (value parsed as YAML), e.g.
-   ``ECOM__PIPELINE__BASE_CURRENCY=USD`` or ``ECOM__SPARK__CONF__SPARK.SQL.SHUFFLE.PARTITIONS=4``;
+3. environment variables, each a name a shell can ``export``:
+
+   - ``ECOM_LANDING`` and ``ECOM_LAKE`` for the two roots;
+   - ``ECOM__<SECTION>__<KEY>=value`` for one key, the value parsed as YAML, e.g.
+     ``ECOM__PIPELINE__BASE_CURRENCY=USD``;
+   - ``ECOM__<SECTION>=<YAML mapping>`` (or ``ECOM__<SECTION>__<KEY>=<YAML mapping>`` for a key
+     that holds a mapping), merged into it key by key with the keys written as in the files:
+     the way to set a key a variable's name cannot hold, such as Spark's dotted, camel-case
+     ones: ``ECOM__SPARK__CONF='{spark.sql.shuffle.partitions: 4}'``;
+   - the older dotted form ``ECOM__SPARK__CONF__SPARK.SQL.SHUFFLE.PARTITIONS=4`` still works
+     where something puts it in the environment (``env``, ``docker run -e``), though a shell
+     cannot ``export`` it.
+
+   A more specific variable wins over a less specific one, whatever the environment's order;
 4. command-line flags (``--landing``, ``--lake``, ``--set section.key=value``).
 
-Every key is checked on load: an unknown key or a value of the wrong type raises
-:class:`ConfigError` naming the key and the layer (file, variable or flag) it came from.
+Every key is checked on load by the pydantic dataclasses below (types, ranges, enumerations,
+time zones, currency codes): an unknown key or a bad value raises :class:`ConfigError` naming
+the dotted key and the layer (file, variable or flag) it came from. The layering itself is
+ours, because the errors need to know which layer set each key.
 Jobs receive the frozen :class:`PipelineConfig`; transformations receive plain values.
 """
 
@@ -23,50 +36,129 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 
 ENV_PREFIX = "ECOM__"
 ROOT_ENV_VARS = {"ECOM_LANDING": ("paths", "landing"), "ECOM_LAKE": ("paths", "lake")}
-ROW_RULE_KINDS = ("row", "unique", "reference", "time_window")
-RULE_ACTIONS = ("flag", "quarantine", "fail")
-_CURRENCY = re.compile(r"[A-Z]{3}")  # fullmatch
+RuleKind = Literal["row", "unique", "reference", "time_window"]
+RuleAction = Literal["flag", "quarantine", "fail"]
+SparkLogLevel = Literal["ALL", "DEBUG", "ERROR", "FATAL", "INFO", "OFF", "TRACE", "WARN"]
+ROW_RULE_KINDS: tuple[str, ...] = get_args(RuleKind)
+RULE_ACTIONS: tuple[str, ...] = get_args(RuleAction)
+
+# Every record refuses keys it does not know; strings also take numbers (``app_name: 2024``).
+# Integers and booleans are strict (``"20"`` is not 20, ``1`` is not true), as before pydantic.
+# A constrained field's ``description`` is the phrase its error shows after "expected".
+_RECORD = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+Share = Annotated[float, Field(strict=True, ge=0, le=1)]
 
 
 class ConfigError(ValueError):
     """A configuration key is unknown, missing or has a bad value; the message names it and its layer."""
 
 
-@dataclass(frozen=True)
+def _resolve_root(root: str) -> str:
+    """Absolute local path for a local root; URIs (s3a://, abfss://, file:/...) stay as given."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", root):
+        return root.rstrip("/")
+    return str(Path(root).expanduser().resolve())
+
+
+def _spark_values(value: Any) -> Any:
+    # Spark takes every setting as text; YAML reads `4` and `true` as a number and a boolean.
+    if not isinstance(value, dict):
+        return value
+    return {
+        str(key): ("true" if item else "false") if isinstance(item, bool) else item
+        for key, item in value.items()
+    }
+
+
+def _rules_lists(value: Any) -> Any:
+    # `orders:` with nothing under it is a table without rules.
+    if not isinstance(value, dict):
+        return value
+    return {table: [] if rules is None else rules for table, rules in value.items()}
+
+
+def _upper(value: Any) -> Any:
+    # Spark takes log levels in any case.
+    return value.upper() if isinstance(value, str) else value
+
+
+def _date_text(value: Any) -> Any:
+    # An unquoted 2000-01-01 is a date to YAML.
+    return value.isoformat() if isinstance(value, dt.date) else value
+
+
+@dataclass(frozen=True, config=_RECORD)
 class PathsConfig:
+    """The landing and lake roots: absolute local paths, or URIs kept as given."""
+
     landing: str
     lake: str
 
+    @field_validator("landing", "lake")
+    @classmethod
+    def _absolute(cls, root: str) -> str:
+        if not root.strip():
+            raise ValueError("must not be empty")
+        return _resolve_root(root)
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, config=_RECORD)
 class SparkConfig:
     master: str = "local[*]"
     app_name: str = "ecom-lakehouse"
     jars_dir: str | None = None
-    log_level: str = "WARN"
-    conf: Mapping[str, str] = field(default_factory=dict)
+    log_level: Annotated[SparkLogLevel, BeforeValidator(_upper)] = "WARN"
+    conf: Annotated[Mapping[str, str], BeforeValidator(_spark_values)] = Field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_RECORD)
 class PipelineSettings:
-    base_currency: str = "EUR"
+    base_currency: str = Field(
+        default="EUR", pattern=r"^[A-Z]{3}$", description="an ISO-4217 code such as EUR"
+    )
     source_timezone: str = "Europe/Berlin"
-    session_gap_minutes: int = 30
-    popularity_windows_days: tuple[int, ...] = (7, 30)
-    max_file_bytes: int = 2 * 1024**3
-    max_parallel_jobs: int = 2
+    session_gap_minutes: StrictInt = Field(
+        default=30, ge=1, le=24 * 60, description="minutes between 1 and 1440"
+    )
+    popularity_windows_days: tuple[Annotated[StrictInt, Field(ge=1)], ...] = Field(
+        default=(7, 30), min_length=1, description="a non-empty list of positive day counts"
+    )
+    max_file_bytes: StrictInt = Field(default=2 * 1024**3, ge=1, description="a positive number of bytes")
+    max_parallel_jobs: StrictInt = Field(default=2, ge=1, le=64, description="between 1 and 64 jobs at once")
+
+    @field_validator("source_timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"unknown time zone {zone!r}") from err
+        return zone
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_RECORD)
 class QualityRule:
     """One data-quality rule of a silver table.
 
@@ -80,19 +172,29 @@ class QualityRule:
     ``threshold``).
     """
 
-    name: str
-    kind: str = "row"
+    name: str = Field(min_length=1, description="a rule name")
+    kind: RuleKind = "row"
     expr: str | None = None
     columns: tuple[str, ...] = ()
     ref_table: str | None = None
     ref_columns: tuple[str, ...] = ()
-    action: str = "quarantine"
-    threshold: float | None = None
-    null_passes: bool = False
+    action: RuleAction = "quarantine"
+    threshold: Share | None = Field(default=None, description="a share in [0, 1]")
+    null_passes: StrictBool = False
     description: str = ""
 
+    @model_validator(mode="after")
+    def _complete(self) -> QualityRule:
+        if self.kind == "row" and not self.expr:
+            raise ValueError("a row rule needs 'expr'")
+        if self.kind != "row" and not self.columns:
+            raise ValueError(f"a {self.kind} rule needs 'columns'")
+        if self.kind == "reference" and not (self.ref_table and len(self.ref_columns) == len(self.columns)):
+            raise ValueError("a reference rule needs 'ref_table' and matching 'ref_columns'")
+        return self
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, config=_RECORD)
 class PlausibleTime:
     """The window of plausible business dates (``time_window`` rules; docs/quality.md).
 
@@ -101,53 +203,69 @@ class PlausibleTime:
     ``9999-12-31`` placeholder, a device clock in 2099) is not a date the shop lived.
     """
 
-    earliest: str = "2000-01-01"
-    max_days_after_delivery: int = 2
+    earliest: Annotated[str, BeforeValidator(_date_text)] = "2000-01-01"
+    max_days_after_delivery: StrictInt = Field(default=2, ge=0, description="a number of days, not negative")
+
+    @field_validator("earliest")
+    @classmethod
+    def _iso_date(cls, text: str) -> str:
+        try:
+            return dt.date.fromisoformat(text).isoformat()
+        except ValueError as err:
+            raise ValueError(f"expected a date YYYY-MM-DD, got {text!r}") from err
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_RECORD)
 class QualityConfig:
-    fail_threshold: float = 0.05
-    threshold_min_rows: int = 20
-    plausible_time: PlausibleTime = field(default_factory=PlausibleTime)
-    rules: Mapping[str, tuple[QualityRule, ...]] = field(default_factory=dict)
+    fail_threshold: Share = Field(default=0.05, description="a share in [0, 1]")
+    threshold_min_rows: StrictInt = Field(default=20, ge=1, description="at least 1 row")
+    plausible_time: PlausibleTime = Field(default_factory=PlausibleTime)
+    rules: Annotated[Mapping[str, tuple[QualityRule, ...]], BeforeValidator(_rules_lists)] = Field(
+        default_factory=dict
+    )
 
     def rules_for(self, table: str) -> tuple[QualityRule, ...]:
         """The rules declared for one silver table, in declaration order (empty if none)."""
         return self.rules.get(table, ())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_RECORD)
 class HistoryConfig:
     customers_tracked: tuple[str, ...] = ()
     products_tracked: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_RECORD)
 class SegmentRule:
     segment: str
     when: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_RECORD)
 class SegmentsConfig:
-    score_buckets: int = 5
+    score_buckets: StrictInt = Field(default=5, ge=2, le=10, description="between 2 and 10 buckets")
     mapping: tuple[SegmentRule, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_RECORD)
 class PrivacyConfig:
-    hmac_key_env: str = "ECOM_HMAC_KEY"
-    allow_insecure_default_key: bool = True
+    hmac_key_env: str = Field(
+        default="ECOM_HMAC_KEY",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="an environment variable's name",
+    )
+    allow_insecure_default_key: StrictBool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_RECORD)
 class MaintenanceConfig:
-    vacuum_retention_hours: int = 168
-    allow_unsafe_retention: bool = False
+    vacuum_retention_hours: StrictInt = Field(
+        default=168, ge=0, description="a number of hours, not negative"
+    )
+    allow_unsafe_retention: StrictBool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_RECORD)
 class PipelineConfig:
     """The whole effective configuration of one process."""
 
@@ -176,10 +294,7 @@ class PipelineConfig:
 
     def with_paths(self, *, landing: str | None = None, lake: str | None = None) -> PipelineConfig:
         """A copy with other landing or lake roots (used by tests and tools)."""
-        paths = PathsConfig(
-            landing=_resolve_root(landing) if landing else self.paths.landing,
-            lake=_resolve_root(lake) if lake else self.paths.lake,
-        )
+        paths = PathsConfig(landing=landing or self.paths.landing, lake=lake or self.paths.lake)
         return dataclasses.replace(self, paths=paths)
 
 
@@ -193,6 +308,21 @@ SECTIONS: dict[str, type] = {
     "privacy": PrivacyConfig,
     "maintenance": MaintenanceConfig,
 }
+_CONFIG = TypeAdapter(PipelineConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Origin:
+    """Where a key's value came from: a file, the environment or the command line."""
+
+    layer: str
+    variable: str | None = None  # the environment variable that set it
+
+    def note(self) -> str:
+        return f" (set by {self.variable})" if self.variable else ""
+
+
+_DEFAULTS = _Origin("defaults")
 
 
 def default_conf_dir() -> Path:
@@ -230,22 +360,23 @@ def load_config(
         raise ConfigError(f"environment name {env!r} is not a plain name (letters, digits, - and _)")
     folder = Path(conf_dir) if conf_dir else default_conf_dir()
     merged: dict[str, Any] = {}
-    origins: dict[str, str] = {}
+    origins: dict[str, _Origin] = {}
     base = folder / "base.yaml"
     if not base.is_file():
         raise ConfigError(f"configuration file {base} not found (set ECOM_CONF_DIR to the conf/ folder)")
-    _merge(merged, origins, _read_yaml(base), str(base))
+    _merge(merged, origins, _read_yaml(base), _Origin(str(base)))
     quality = folder / "quality.yaml"
     if quality.is_file():
-        _merge(merged, origins, _read_yaml(quality), str(quality))
+        _merge(merged, origins, _read_yaml(quality), _Origin(str(quality)))
     env_file = folder / f"{env}.yaml"
     if not env_file.is_file():
         known = sorted(p.stem for p in folder.glob("*.yaml") if p.stem not in ("base", "quality"))
         raise ConfigError(f"unknown environment {env!r}: {env_file} not found (known: {', '.join(known)})")
-    _merge(merged, origins, _read_yaml(env_file), str(env_file))
-    _merge(merged, origins, _env_layer(environ), "environment")
+    _merge(merged, origins, _read_yaml(env_file), _Origin(str(env_file)))
+    for variable, layer in _env_layers(environ):
+        _merge(merged, origins, layer, _Origin("environment", variable))
     for dotted, value in (overrides or {}).items():
-        _merge(merged, origins, _nest(dotted.split("."), value), f"command line ({dotted})")
+        _merge(merged, origins, _nest(dotted.split("."), value), _Origin(f"command line ({dotted})"))
     return _build(env, merged, origins)
 
 
@@ -269,11 +400,15 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
-    layer: dict[str, Any] = {}
-    for var, (section, key) in ROOT_ENV_VARS.items():
-        if environ.get(var):
-            layer.setdefault(section, {})[key] = environ[var]
+def _env_layers(environ: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    """Each configuring variable and the keys it sets, in the order they apply: the two roots,
+    then the ``ECOM__`` variables from the least specific (a section's mapping) to the most."""
+    layers = [
+        (var, {section: {key: environ[var]}})
+        for var, (section, key) in ROOT_ENV_VARS.items()
+        if environ.get(var)
+    ]
+    scoped: list[tuple[int, str, dict[str, Any]]] = []
     for var, raw in environ.items():
         if not var.startswith(ENV_PREFIX):
             continue
@@ -284,30 +419,44 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
             # letters is kept exactly; an all-upper one is lower-cased.
             tail = "__".join(raw_parts[2:])
             parts = [*parts[:2], tail if tail != tail.upper() else tail.lower()]
-        if len(parts) < 2 or not all(parts):
-            raise ConfigError(f"environment variable {var}: expected ECOM__<SECTION>__<KEY>")
-        _deep_set(layer, parts, yaml.safe_load(raw) if raw.strip() else None)
-    return layer
+        value = _env_value(var, raw)
+        if not all(parts) or (len(parts) == 1 and not isinstance(value, dict)):
+            raise ConfigError(
+                f"environment variable {var}: expected ECOM__<SECTION>__<KEY>=<value>, "
+                "or ECOM__<SECTION>=<a YAML mapping of its keys>"
+            )
+        scoped.append((len(parts), var, _nest(parts, value)))
+    layers += [(var, layer) for _, var, layer in sorted(scoped, key=lambda item: item[:2])]
+    return layers
+
+
+def _env_value(var: str, raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        # The problem only, not the text: a value may be a secret in the wrong place.
+        problem = getattr(err, "problem", None) or "unreadable"
+        raise ConfigError(f"environment variable {var}: its value is not valid YAML ({problem})") from err
 
 
 def _nest(parts: list[str], value: Any) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
-    _deep_set(nested, parts, value)
-    return nested
-
-
-def _deep_set(target: dict[str, Any], parts: list[str], value: Any) -> None:
     # spark.conf keys contain dots themselves: everything after 'spark.conf.' is one key.
     if len(parts) > 2 and parts[0] == "spark" and parts[1] == "conf":
         parts = [*parts[:2], ".".join(parts[2:])]
-    node = target
+    nested: dict[str, Any] = {}
+    node = nested
     for part in parts[:-1]:
         node = node.setdefault(part, {})
     node[parts[-1]] = value
+    return nested
 
 
 def _merge(
-    target: dict[str, Any], origins: dict[str, str], layer: Mapping[str, Any], origin: str, prefix: str = ""
+    target: dict[str, Any],
+    origins: dict[str, _Origin],
+    layer: Mapping[str, Any],
+    origin: _Origin,
+    prefix: str = "",
 ) -> None:
     for key, value in layer.items():
         dotted = f"{prefix}{key}"
@@ -319,196 +468,94 @@ def _merge(
         origins[dotted] = origin
 
 
-def _origin(origins: dict[str, str], dotted: str) -> str:
+def _origin(origins: dict[str, _Origin], dotted: str) -> _Origin:
+    """The layer that set ``dotted``, or the nearest enclosing key it set wholesale."""
     while dotted:
         if dotted in origins:
             return origins[dotted]
-        dotted = dotted.rpartition(".")[0]
-    return "defaults"
-
-
-def _build(env: str, merged: dict[str, Any], origins: dict[str, str]) -> PipelineConfig:
-    unknown = sorted(set(merged) - set(SECTIONS) - {"env"})
-    if unknown:
-        key = unknown[0]
-        raise ConfigError(
-            f"unknown section {key!r} in {_origin(origins, key)} (known: {', '.join(SECTIONS)})"
+        # up one level: from a list's item to the list, from a key to its mapping
+        dotted = (
+            dotted[: dotted.rindex("[")]
+            if dotted.endswith("]") and "[" in dotted
+            else dotted.rpartition(".")[0]
         )
-    sections = {
-        name: _build_section(name, cls, merged.get(name) or {}, origins) for name, cls in SECTIONS.items()
-    }
-    config = PipelineConfig(env=env, **sections)
-    _validate(config, origins)
-    return config
+    return _DEFAULTS
 
 
-def _build_section(name: str, cls: type, values: Any, origins: dict[str, str]) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{name}: must be a mapping, in {_origin(origins, name)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in values:
-        if key not in fields:
-            raise ConfigError(
-                f"unknown key '{name}.{key}' in {_origin(origins, f'{name}.{key}')} "
-                f"(known: {', '.join(fields)})"
-            )
-    kwargs: dict[str, Any] = {}
-    for key, value in values.items():
-        dotted = f"{name}.{key}"
-        kwargs[key] = _coerce(dotted, fields[key].type, value, origins)
-    missing = [
-        f.name
-        for f in fields.values()
-        if f.name not in kwargs
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ConfigError(
-            f"missing key '{name}.{missing[0]}' (set it in conf/base.yaml or an environment file)"
-        )
-    return cls(**kwargs)
-
-
-def _coerce(dotted: str, annotation: Any, value: Any, origins: dict[str, str]) -> Any:
-    where = _origin(origins, dotted)
-
-    def bad(expected: str) -> ConfigError:
-        return ConfigError(f"bad value for '{dotted}' in {where}: expected {expected}, got {value!r}")
-
-    kind = str(annotation)
-    if kind in ("str", "str | None"):
-        if value is None and kind == "str | None":
-            return None
-        if isinstance(value, str | int | float) and not isinstance(value, bool):
-            return str(value)
-        raise bad("a string")
-    if kind == "int":
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise bad("an integer")
-    if kind in ("float", "float | None"):
-        if value is None and kind == "float | None":
-            return None
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise bad("a number")
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        raise bad("true or false")
-    if kind == "tuple[int, ...]":
-        if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            return tuple(value)
-        raise bad("a list of integers")
-    if kind == "tuple[str, ...]":
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        raise bad("a list of strings")
-    if kind == "Mapping[str, str]":
-        if isinstance(value, dict):
-            return {str(k): _scalar_str(v) for k, v in value.items()}
-        raise bad("a mapping")
-    if kind == "Mapping[str, tuple[QualityRule, ...]]":
-        if not isinstance(value, dict):
-            raise bad("a mapping of table name to a list of rules")
-        return {
-            table: tuple(_rule(f"{dotted}.{table}[{i}]", r, where) for i, r in enumerate(rules or []))
-            for table, rules in value.items()
-        }
-    if kind == "PlausibleTime":
-        return _record(dotted, PlausibleTime, value, where)
-    if kind == "tuple[SegmentRule, ...]":
-        if not isinstance(value, list):
-            raise bad("a list of {segment, when}")
-        return tuple(_record(f"{dotted}[{i}]", SegmentRule, r, where) for i, r in enumerate(value))
-    raise bad(kind)  # pragma: no cover - a field type this loader does not know yet
-
-
-def _scalar_str(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _record(dotted: str, cls: type, value: Any, where: str) -> Any:
-    if not isinstance(value, dict):
-        raise ConfigError(f"bad value for '{dotted}' in {where}: expected a mapping, got {value!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in value:
-        if key not in fields:
-            raise ConfigError(f"unknown key '{dotted}.{key}' in {where} (known: {', '.join(fields)})")
-    local_origins = {f"{dotted}.{k}": where for k in value}
-    kwargs = {k: _coerce(f"{dotted}.{k}", fields[k].type, v, local_origins) for k, v in value.items()}
+def _build(env: str, merged: dict[str, Any], origins: dict[str, _Origin]) -> PipelineConfig:
+    # A section left empty in YAML (`spark:`) takes its defaults; `env` is the chosen one.
+    data = {**merged, **{name: {} for name in SECTIONS if merged.get(name) is None}, "env": env}
     try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise ConfigError(f"'{dotted}' in {where}: {err}") from err
+        return _CONFIG.validate_python(data)
+    except ValidationError as err:
+        problems = [_problem(detail, origins) for detail in err.errors(include_url=False)]
+        raise ConfigError("\n".join(problems)) from None
 
 
-def _rule(dotted: str, value: Any, where: str) -> QualityRule:
-    rule: QualityRule = _record(dotted, QualityRule, value, where)
-    if rule.kind not in ROW_RULE_KINDS:
-        raise ConfigError(f"bad value for '{dotted}.kind' in {where}: expected one of {ROW_RULE_KINDS}")
-    if rule.action not in RULE_ACTIONS:
-        raise ConfigError(f"bad value for '{dotted}.action' in {where}: expected one of {RULE_ACTIONS}")
-    if rule.kind == "row" and not rule.expr:
-        raise ConfigError(f"'{dotted}' in {where}: a row rule needs 'expr'")
-    if rule.kind in ("unique", "reference", "time_window") and not rule.columns:
-        raise ConfigError(f"'{dotted}' in {where}: a {rule.kind} rule needs 'columns'")
-    if rule.kind == "reference" and not (rule.ref_table and len(rule.ref_columns) == len(rule.columns)):
-        raise ConfigError(
-            f"'{dotted}' in {where}: a reference rule needs 'ref_table' and matching 'ref_columns'"
-        )
-    if rule.threshold is not None and not 0 <= rule.threshold <= 1:
-        raise ConfigError(f"bad value for '{dotted}.threshold' in {where}: expected a share in [0, 1]")
-    return rule
+# Pydantic's error types, as the phrase after "expected" (other types use the field's description).
+_EXPECTED = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "dataclass_type": "a mapping",
+    "tuple_type": "a list",
+}
 
 
-def _validate(config: PipelineConfig, origins: dict[str, str]) -> None:
-    def fail(dotted: str, message: str) -> ConfigError:
-        return ConfigError(f"bad value for '{dotted}' in {_origin(origins, dotted)}: {message}")
-
-    for key in ("landing", "lake"):
-        if not getattr(config.paths, key).strip():
-            raise fail(f"paths.{key}", "must not be empty")
-    if not _CURRENCY.fullmatch(config.pipeline.base_currency):
-        raise fail(
-            "pipeline.base_currency",
-            f"expected an ISO-4217 code such as EUR, got {config.pipeline.base_currency!r}",
-        )
-    try:
-        ZoneInfo(config.pipeline.source_timezone)
-    except (ZoneInfoNotFoundError, ValueError) as err:
-        raise fail(
-            "pipeline.source_timezone", f"unknown time zone {config.pipeline.source_timezone!r}"
-        ) from err
-    if not 1 <= config.pipeline.max_parallel_jobs <= 64:
-        raise fail("pipeline.max_parallel_jobs", "expected between 1 and 64 jobs at once")
-    if not 1 <= config.pipeline.session_gap_minutes <= 24 * 60:
-        raise fail("pipeline.session_gap_minutes", "expected minutes between 1 and 1440")
-    if not config.pipeline.popularity_windows_days or min(config.pipeline.popularity_windows_days) < 1:
-        raise fail("pipeline.popularity_windows_days", "expected a non-empty list of positive day counts")
-    if not 0 <= config.quality.fail_threshold <= 1:
-        raise fail("quality.fail_threshold", "expected a share in [0, 1]")
-    if config.quality.threshold_min_rows < 1:
-        raise fail("quality.threshold_min_rows", "expected at least 1 row")
-    try:
-        dt.date.fromisoformat(config.quality.plausible_time.earliest)
-    except ValueError as err:
-        raise fail("quality.plausible_time.earliest", "expected a date YYYY-MM-DD") from err
-    if config.quality.plausible_time.max_days_after_delivery < 0:
-        raise fail("quality.plausible_time.max_days_after_delivery", "must not be negative")
-    if not 2 <= config.segments.score_buckets <= 10:
-        raise fail("segments.score_buckets", "expected between 2 and 10 buckets")
-    if config.maintenance.vacuum_retention_hours < 0:
-        raise fail("maintenance.vacuum_retention_hours", "must not be negative")
-    paths = PathsConfig(landing=_resolve_root(config.paths.landing), lake=_resolve_root(config.paths.lake))
-    object.__setattr__(config, "paths", paths)
+def _problem(detail: ErrorDetails, origins: dict[str, _Origin]) -> str:
+    """One line for one validation error: the dotted key, its layer, what was expected."""
+    loc = detail["loc"]
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+    origin = _origin(origins, key)
+    where = f"in {origin.layer}"
+    kind = detail["type"]
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        record = _schema_at(loc[:-1])[2]
+        fields = dataclasses.fields(record) if dataclasses.is_dataclass(record) else ()
+        known = [f.name for f in fields if f.name != "env"]
+        what = "section" if len(loc) == 1 else "key"
+        return f"unknown {what} '{key}' {where} (known: {', '.join(known)}){origin.note()}"
+    if kind == "missing":
+        return f"missing key '{key}' (set it in conf/base.yaml or an environment file)"
+    field, on_field, _ = _schema_at(loc)
+    if kind == "value_error":
+        message = str(detail.get("ctx", {}).get("error", detail["msg"]))
+        if not on_field:  # a whole record, e.g. a rule without the keys its kind needs
+            return f"'{key}' {where}: {message}{origin.note()}"
+        return f"bad value for '{key}' {where}: {message}{origin.note()}"
+    if kind == "literal_error":
+        expected = f"one of {detail.get('ctx', {}).get('expected')}"
+    else:
+        expected = _EXPECTED.get(kind) or (field and field.description) or detail["msg"]
+    return f"bad value for '{key}' {where}: expected {expected}, got {detail['input']!r}{origin.note()}"
 
 
-def _resolve_root(root: str) -> str:
-    """Absolute local path for a local root; URIs (s3a://, abfss://, file:/...) stay as given."""
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", root):
-        return root.rstrip("/")
-    return str(Path(root).expanduser().resolve())
+def _schema_at(loc: tuple[int | str, ...]) -> tuple[FieldInfo | None, bool, Any]:
+    """Where a validation error's location leads: the last field on the way (a list's or a
+    mapping's field for their items), whether the location ends on that field, and the type there."""
+    node: Any = PipelineConfig
+    field: FieldInfo | None = None
+    on_field = False
+    for part in loc:
+        node = _bare(node)
+        fields: dict[str, FieldInfo] | None = getattr(node, "__pydantic_fields__", None)
+        if fields is not None and isinstance(part, str) and part in fields:
+            field, on_field, node = fields[part], True, fields[part].annotation
+        elif get_origin(node) in (tuple, Mapping, dict):
+            on_field, node = False, get_args(node)[0 if get_origin(node) is tuple else 1]
+        else:
+            return None, False, None
+    return field, on_field, _bare(node)
+
+
+def _bare(annotation: Any) -> Any:
+    """``X`` from ``Annotated[X, ...]`` and ``X | None``."""
+    while True:
+        if get_origin(annotation) is Annotated:
+            annotation = get_args(annotation)[0]
+        elif type(None) in get_args(annotation):
+            annotation = next(a for a in get_args(annotation) if a is not type(None))
+        else:
+            return annotation

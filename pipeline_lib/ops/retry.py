@@ -7,6 +7,8 @@ refused transaction is in the table, so running an idempotent action again (a ME
 key, a whole job whose writes are keyed and whose watermark is saved last) is safe.
 :func:`retry_on_conflict` does that a bounded number of times, with jittered exponential
 backoff, reporting each retry as one progress line; any other error goes through at once.
+The loop is tenacity's; what is ours is the test of a conflict (:func:`is_delta_conflict`)
+and the lines and records each retry leaves.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import delta.exceptions  # noqa: F401  (installs the JVM-to-Python conversion of Delta's errors)
 from delta.exceptions.base import (
@@ -28,6 +30,7 @@ from delta.exceptions.base import (
     MetadataChangedException,
     ProtocolChangedException,
 )
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 __all__ = [
     "CONFLICT_ERRORS",
@@ -132,28 +135,48 @@ def retry_on_conflict(
     """
     if attempts < 1:
         raise ValueError(f"attempts must be at least 1, got {attempts}")
-    for attempt in range(1, attempts + 1):
-        try:
-            return action()
-        except Exception as error:
-            if not is_delta_conflict(error):
-                raise
-            reason = conflict_summary(error)
-            if attempt == attempts:
-                raise ConflictRetriesExhaustedError(
-                    f"{what}: still refused by a concurrent Delta writer after {attempts} attempts "
-                    f"(last: {reason}); run it again when the other writer is done"
-                ) from error
-            waited = min(max_delay_s, base_delay_s * 2 ** (attempt - 1)) * (0.5 + random.random())
-            if progress is not None:
-                progress(
-                    f"{what}: attempt {attempt} of {attempts} refused by a concurrent Delta writer "
-                    f"({reason}); retrying in {waited:.1f}s"
-                )
-            if on_retry is not None:
-                on_retry(Retry(attempt=attempt, error=reason, waited_s=round(waited, 2)))
-            sleep(waited)
-    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+    backoff = wait_exponential(multiplier=base_delay_s, max=max_delay_s)
+
+    def jittered(state: RetryCallState) -> float:
+        # A factor in [0.5, 1.5) rather than tenacity's additive jitter: two writers that
+        # collided spread apart in proportion to the wait, whatever its size.
+        return backoff(state) * (0.5 + random.random())
+
+    def report(state: RetryCallState) -> None:
+        reason = conflict_summary(_failure(state))
+        waited = state.next_action.sleep if state.next_action else 0.0
+        if progress is not None:
+            progress(
+                f"{what}: attempt {state.attempt_number} of {attempts} refused by a concurrent "
+                f"Delta writer ({reason}); retrying in {waited:.1f}s"
+            )
+        if on_retry is not None:
+            on_retry(Retry(attempt=state.attempt_number, error=reason, waited_s=round(waited, 2)))
+
+    def exhausted(state: RetryCallState) -> NoReturn:
+        error = _failure(state)
+        raise ConflictRetriesExhaustedError(
+            f"{what}: still refused by a concurrent Delta writer after {attempts} attempts "
+            f"(last: {conflict_summary(error)}); run it again when the other writer is done"
+        ) from error
+
+    retrying = Retrying(
+        retry=retry_if_exception(is_delta_conflict),
+        stop=stop_after_attempt(attempts),
+        wait=jittered,
+        sleep=sleep,
+        before_sleep=report,
+        retry_error_callback=exhausted,
+    )
+    return retrying(action)
+
+
+def _failure(state: RetryCallState) -> BaseException:
+    """The error of the attempt just made (tenacity retries here only after an error)."""
+    error = state.outcome.exception() if state.outcome is not None else None
+    if error is None:  # pragma: no cover - retry_if_exception retries errors only
+        raise AssertionError("a retry without an error")
+    return error
 
 
 def conflict_summary(error: BaseException) -> str:
