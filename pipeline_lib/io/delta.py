@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType
 
 from pipeline_lib.io.frames import same_rows
+from pipeline_lib.ops.retry import retry_on_conflict
 
 LAYERS = ("bronze", "silver", "gold", "quarantine", "ops")
 # Delta's MERGE builder, for the callers of :func:`merge` that build their clauses.
@@ -364,6 +365,27 @@ def write_table(
     if replace_where is not None:
         writer = writer.option("replaceWhere", replace_where)
     writer.save(path)
+
+
+def append_shared(
+    df: DataFrame,
+    path: str,
+    *,
+    properties: dict[str, str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> None:
+    """Append ``df`` to a table that jobs running side by side append to (the bookkeeping tables).
+
+    Blind appends do not conflict with each other, except the first: when two jobs create the
+    table at the same moment, Delta refuses the second (``ProtocolChangedException``). That
+    append committed nothing, so it is tried again (:func:`pipeline_lib.ops.retry.retry_on_conflict`)
+    instead of failing the whole job, whose retry would then find its own earlier commits.
+    """
+    retry_on_conflict(
+        lambda: write_table(df, path, mode="append", properties=properties),
+        what=f"append to {'.'.join(path.rstrip('/').split('/')[-2:])}",
+        progress=progress,
+    )
 
 
 def upsert(

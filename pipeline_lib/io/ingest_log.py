@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from pipeline_lib.bronze.schemas import INGEST_DATE, RUN_ID, SOURCE_FILE, LandingSource
 from pipeline_lib.bronze.transforms import file_stats
-from pipeline_lib.io.delta import OPS_TABLE_PROPERTIES, read_table, table_exists, write_table
+from pipeline_lib.io.delta import OPS_TABLE_PROPERTIES, append_shared, read_table, table_exists
 from pipeline_lib.io.frames import local_frame
 from pipeline_lib.io.landing import DeliveryFile
 from pipeline_lib.ops.schemas import INGEST_LOG_SCHEMA
@@ -121,9 +121,4 @@ def append_log(
         )
         for o in outcomes
     ]
-    write_table(
-        local_frame(spark, rows, INGEST_LOG_SCHEMA),
-        log_path,
-        mode="append",
-        properties=OPS_TABLE_PROPERTIES,
-    )
+    append_shared(local_frame(spark, rows, INGEST_LOG_SCHEMA), log_path, properties=OPS_TABLE_PROPERTIES)

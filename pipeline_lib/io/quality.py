@@ -32,13 +32,13 @@ from pipeline_lib.io.delta import (
     OPS_TABLE_PROPERTIES,
     add_missing_columns,
     append_new,
+    append_shared,
     key_condition,
     merge,
     read_table,
     require_columns,
     table_exists,
     table_path,
-    write_table,
 )
 from pipeline_lib.io.frames import local_frame
 from pipeline_lib.ops.schemas import METRICS_SCHEMA, METRICS_TABLE
@@ -231,7 +231,7 @@ def write_quality_metrics(metrics: DataFrame, lake: str) -> str | None:
     if metrics.isEmpty():
         return None
     path = table_path(lake, "ops", METRICS_TABLE)
-    write_table(metrics, path, mode="append", properties=OPS_TABLE_PROPERTIES)
+    append_shared(metrics, path, properties=OPS_TABLE_PROPERTIES)
     return path
 
 

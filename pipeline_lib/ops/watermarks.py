@@ -37,6 +37,7 @@ from pyspark.sql import functions as F
 
 from pipeline_lib.io.delta import (
     OPS_TABLE_PROPERTIES,
+    append_shared,
     latest_commit,
     read_changes,
     read_table,
@@ -44,7 +45,6 @@ from pipeline_lib.io.delta import (
     table_exists,
     table_path,
     table_version,
-    write_table,
 )
 from pipeline_lib.io.frames import local_frame
 from pipeline_lib.ops.schemas import WATERMARKS_SCHEMA, WATERMARKS_TABLE
@@ -189,10 +189,9 @@ def save_watermarks(
         raise ValueError(f"watermarks saved twice in one commit: {repeated}")
     now = dt.datetime.now(dt.UTC)
     rows = [(consumer, source, int(version), run_id, now) for consumer, source, version in marks]
-    write_table(
+    append_shared(
         local_frame(spark, rows, WATERMARKS_SCHEMA),
         table_path(lake, "ops", WATERMARKS_TABLE),
-        mode="append",
         properties=OPS_TABLE_PROPERTIES,
     )
 
