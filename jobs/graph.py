@@ -106,6 +106,7 @@ JOB_GRAPH: tuple[JobSpec, ...] = (
     _bronze("clicks", "json"),
     _bronze("catalogue", "json"),
     _bronze("fx_rates", "csv"),
+    _bronze("inventory", "csv"),
     _silver(
         "fx_rates",
         "jobs.silver:fx_rates",
@@ -141,6 +142,12 @@ JOB_GRAPH: tuple[JobSpec, ...] = (
         "jobs.silver_clicks:silver_clicks",
         ["bronze.clicks"],
         "Click events: typed, deduplicated, sessionized and stitched; one row per event_id.",
+    ),
+    _silver(
+        "inventory",
+        "jobs.silver_inventory:inventory",
+        ["bronze.inventory", "silver.products"],
+        "Stock snapshots: one per product, location and time, the latest delivery's; a missing day stays so.",
     ),
     _gold(
         "dim_date",
