@@ -199,6 +199,33 @@ JOB_GRAPH: tuple[JobSpec, ...] = (
         "Views, carts, purchases, revenue and ranks per product and window as of a date.",
         uses_as_of=True,
     ),
+    _gold(
+        "fact_inventory_daily",
+        "jobs.gold_stock:fact_inventory_daily",
+        ["silver.inventory"],
+        "Closing stock per product, location and day that has a snapshot (a missing day is no row).",
+    ),
+    _gold(
+        "stock_signals",
+        "jobs.gold_stock:build_stock_signals",
+        ["gold.fact_inventory_daily", "silver.orders", "silver.order_items"],
+        "Stock, demand over in-stock days, cover, lost sales and a reorder point per product as of a date.",
+        uses_as_of=True,
+    ),
+    _gold(
+        "campaign_audiences",
+        "jobs.gold_campaigns:build_campaign_audiences",
+        ["silver.orders", "silver.order_items", "silver.customers"],
+        "Members of each campaign as of a date: targeted segment, current consent, stable group.",
+        uses_as_of=True,
+    ),
+    _gold(
+        "campaign_results",
+        "jobs.gold_campaigns:build_campaign_results",
+        ["silver.orders", "silver.order_items", "silver.customers"],
+        "Buyers, orders and revenue per campaign group after the start, with the uplift and its interval.",
+        uses_as_of=True,
+    ),
 )
 
 
