@@ -8,7 +8,7 @@ Example:
     >>> import datetime as dt
     >>> report = generate_landing("/tmp/landing", start=dt.date(2026, 3, 1), days=7, scale=0.01, seed=42)
     >>> sorted(report.rows_by_source)
-    ['catalogue', 'clicks', 'customers', 'fx_rates', 'order_items', 'orders']
+    ['catalogue', 'clicks', 'customers', 'fx_rates', 'inventory', 'order_items', 'orders']
 """
 
 from __future__ import annotations

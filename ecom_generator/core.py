@@ -29,6 +29,15 @@ from ecom_generator.clicks import (
 from ecom_generator.customers import build_customers, render_customers
 from ecom_generator.defects import LATE_DAYS, DefectLedger, draw_defects, truncate_lines
 from ecom_generator.fx import simulate_fx
+from ecom_generator.inventory import (
+    SNAPSHOT_HOURS_BEFORE_MIDNIGHT,
+    InventoryDefects,
+    as_delivered,
+    build_inventory,
+    render_snapshots,
+    snapshot_rows,
+    units_by_location,
+)
 from ecom_generator.orders import (
     OFFLINE_PER_ONLINE_ORDER,
     OrderBook,
@@ -42,7 +51,15 @@ from ecom_generator.scale import MEAN_EVENTS_PER_SESSION, shop_size
 from ecom_generator.seasonality import build_calendar, hour_windows
 from ecom_generator.writers import JsonLinesWriter, delivery_dir, write_csv, write_empty
 
-SOURCES: tuple[str, ...] = ("orders", "order_items", "customers", "clicks", "catalogue", "fx_rates")
+SOURCES: tuple[str, ...] = (
+    "orders",
+    "order_items",
+    "customers",
+    "clicks",
+    "catalogue",
+    "fx_rates",
+    "inventory",
+)
 #: Events rendered per chunk (bounds memory on big days).
 RENDER_CHUNK_EVENTS = 50_000
 #: Largest supported scale: customer ids have 7 digits, product ids 6 (900000+ are the unknown ones).
@@ -133,6 +150,7 @@ class _Run:
         seed: int,
         defect_rate: float,
         base_currency: str,
+        inventory: bool = True,
     ) -> None:
         self.root = root
         self.days = days
@@ -151,6 +169,18 @@ class _Run:
             self.size.ghost_customers,
         )
         self.visitors = build_visitors(self.streams.rng("visitors"), self.size.visitors)
+        # Its own streams: the other sources' bytes do not depend on whether stock is generated.
+        self.inventory = (
+            build_inventory(
+                self.streams.rng("inventory"),
+                self.catalogue,
+                target_events=self.size.target_events,
+                days=days,
+            )
+            if inventory
+            else None
+        )
+        self.late_snapshots: dict[int, list[pa.Table]] = defaultdict(list)
         self.book = OrderBook()
         self.ledger = DefectLedger()
         self.rows: Counter[str] = Counter(dict.fromkeys(SOURCES, 0))
@@ -173,6 +203,7 @@ class _Run:
     def run_day(self, day: _Day) -> str:
         """Simulate and write one delivery day; returns a progress line."""
         defect_rng = self.streams.rng("defects", day.index)
+        orders_before = self.book.size
         self.catalogue.advance(self.streams.rng("catalogue", day.index), self.calendar, day.index)
         changed = self.customers.advance(self.streams.rng("customers", day.index), self.calendar, day.index)
         hourly = self.calendar.hourly(day.index)
@@ -206,6 +237,8 @@ class _Run:
         written = [clicks_path, *self.write_orders(day, defect_rng)]
         written.append(self.write_customers(day, changed, defect_rng))
         written += self.write_reference(day)
+        if self.inventory is not None:
+            written.append(self.write_inventory(day, orders_before))
         if day.index == self.empty_file_day:
             extension = ".jsonl" if self.empty_file_source == "clicks" else ".csv"
             empty = self.path(self.empty_file_source, day, f"_2{extension}")
@@ -360,6 +393,57 @@ class _Run:
         self.rows["customers"] += write_csv(path, table)
         return path
 
+    def write_inventory(self, day: _Day, orders_before: int) -> Path:
+        """Move the stock by the day's new order lines and write the day's snapshots.
+
+        Late snapshot rows wait for a later delivery; rows that arrive late today are appended.
+        """
+        assert self.inventory is not None
+        positions = np.arange(orders_before, self.book.size)
+        lines = self.book.line_rows(positions)
+        line_counts = self.book.orders["line_count"].values[positions]
+        units = units_by_location(
+            self.book.lines["product"].values[lines],
+            self.book.lines["quantity"].values[lines],
+            np.repeat(self.book.orders["ship_country"].values[positions], line_counts),
+            self.catalogue.size,
+        )
+        listed = self.catalogue.listed(day.index)
+        self.inventory.advance(day.index, units, listed & self.catalogue.is_active)
+        rng = self.streams.rng("inventory", day.index)
+        product, location = snapshot_rows(rng, listed, first_day=day.index == 0)
+        # 23:00 local: an hour before the next local midnight, also on 23- and 25-hour days.
+        closing = self.calendar.end_ms(day.index) - SNAPSHOT_HOURS_BEFORE_MIDNIGHT * 3_600_000
+        snapshot_ms = closing + location * 7 * 60_000
+        masks = draw_defects(
+            rng,
+            self.defect_rate,
+            len(product),
+            {
+                "wrong_type": True,
+                "negative_stock": True,
+                "unknown_product": True,
+                "duplicate_row": True,
+                "naive_timestamp": True,
+                "late_snapshot": day.index + 1 <= self.days - 1,
+            },
+        )
+        self.count(masks)
+        table = render_snapshots(
+            self.inventory, product, location, snapshot_ms, defects=InventoryDefects(**masks), rng=rng
+        )
+        copies = np.where(masks["duplicate_row"], 2, 1)
+        late = np.repeat(masks["late_snapshot"], copies)
+        arrives = np.repeat(
+            np.minimum(day.index + rng.integers(1, 3, size=len(product)), self.days - 1), copies
+        )
+        for target in np.unique(arrives[late]):
+            self.late_snapshots[int(target)].append(table.filter(pa.array(late & (arrives == target))))
+        delivered = pa.concat_tables([table.filter(pa.array(~late)), *self.late_snapshots.pop(day.index, [])])
+        path = self.path("inventory", day, ".csv")
+        self.rows["inventory"] += write_csv(path, as_delivered(delivered))
+        return path
+
     def write_reference(self, day: _Day) -> list[Path]:
         """Write the catalogue snapshot and the reference rates of the day."""
         catalogue_path = self.path("catalogue", day, ".jsonl")
@@ -381,12 +465,13 @@ def generate_landing(
     defect_rate: float = 0.003,
     base_currency: str = "EUR",
     progress: Callable[[str], None] | None = None,
+    inventory: bool = True,
 ) -> GenerationReport:
     """Write ``days`` daily deliveries of every source into a landing zone.
 
     The output is ``<landing>/<source>/ingest_date=YYYY-MM-DD/<source>_YYYYMMDD.<ext>`` for
-    orders, order_items, customers, fx_rates (CSV), clicks (JSON Lines, gzip on most days)
-    and catalogue (JSON Lines, a full snapshot each day). Identical arguments give identical
+    orders, order_items, customers, fx_rates, inventory (CSV), clicks (JSON Lines, gzip on most
+    days) and catalogue (JSON Lines, a full snapshot each day). Identical arguments give identical
     bytes; re-running into an existing landing zone overwrites the same files (and removes
     files of this generator's naming that the run did not write).
 
@@ -399,6 +484,8 @@ def generate_landing(
         defect_rate: Probability of each defect kind per eligible row, in [0, 1); 0 gives clean data.
         base_currency: Currency of ``fx_rates.rate_to_base`` (EUR, USD, GBP, SEK, PLN or CHF).
         progress: Called with one line of text per finished day.
+        inventory: Also write the stock snapshots (``inventory``); False for a shop without
+            them. The other sources' bytes are the same either way.
 
     Returns:
         The files written, row counts per source, defect counts and the duration.
@@ -417,6 +504,7 @@ def generate_landing(
         seed=seed,
         defect_rate=defect_rate,
         base_currency=base_currency,
+        inventory=inventory,
     )
     for index, date in enumerate(run.calendar.dates):
         message = run.run_day(_Day(index=index, date_text=date.isoformat(), stamp=date.strftime("%Y%m%d")))

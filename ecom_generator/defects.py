@@ -28,6 +28,9 @@ DEFECT_KINDS: tuple[str, ...] = (
     "customer_not_in_crm",
     "extra_column",
     "empty_file",
+    "negative_stock",
+    "duplicate_row",
+    "late_snapshot",
 )
 
 #: Days a late event or a late duplicate arrives after its own delivery.

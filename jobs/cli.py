@@ -6,6 +6,7 @@ Examples::
     ecom-pipeline run --layer all
     ecom-pipeline run --layer silver --job orders --lake /data/lake
     ecom-pipeline run --layer all --from 2026-03-01 --to 2026-03-07     # backfill, day by day
+    ecom-pipeline export-audience winback_email --as-of 2026-03-03 --out winback.csv
     ./spark-submit.sh --master spark://host:7077 -- run --layer all
 
 Exit status 0 on success; otherwise non-zero with a one-line reason on stderr.
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.003,
         help="share of injected defects of each kind (default 0.003)",
     )
+    generate.add_argument(
+        "--no-inventory", action="store_true", help="a shop without stock data: write no inventory source"
+    )
 
     run = commands.add_parser("run", help="run pipeline jobs")
     run.add_argument("--layer", default="all", choices=["bronze", "silver", "gold", "all"])
@@ -109,6 +113,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_options(forget)
 
+    export = commands.add_parser(
+        "export-audience",
+        help="write a campaign's treatment group (as of a date) to one CSV or Parquet file for the CRM",
+    )
+    export.add_argument("campaign", help="the campaign's name (conf/campaigns.yaml)")
+    export.add_argument("--as-of", type=_date, required=True, help="the audience's as-of date YYYY-MM-DD")
+    export.add_argument("--out", required=True, metavar="FILE", help="the file to write: *.csv or *.parquet")
+    export.add_argument(
+        "--with-contact",
+        action="store_true",
+        help="add the contact details the channel needs (from silver; e-mails normalised and SHA-256 "
+        "hashed as ad platforms expect); the file holds personal data and is outside the lake",
+    )
+    _config_options(export)
+
     jobs_cmd = commands.add_parser("jobs", help="list the jobs (the job graph, in run order)")
     jobs_cmd.add_argument("-v", "--verbose", action="store_true", help="also what each job reads and writes")
     _config_options(jobs_cmd)
@@ -135,6 +154,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         scale=args.scale,
         seed=args.seed,
         defect_rate=args.defect_rate,
+        inventory=not args.no_inventory,
         progress=lambda msg: print(msg, file=sys.stderr, flush=True),
     )
     rows = sum(report.rows_by_source.values())
@@ -234,6 +254,27 @@ def cmd_forget_customer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_audience(args: argparse.Namespace) -> int:
+    from jobs.export import export_audience
+    from pipeline_lib.io.exports import export_format
+    from pipeline_lib.session import build_spark_session
+
+    config = load_cli_config(args)
+    config.campaigns.named(args.campaign)  # refused before Spark starts
+    export_format(args.out)
+    record = export_audience(
+        build_spark_session(config.spark),
+        config,
+        args.campaign,
+        as_of=args.as_of,
+        destination=args.out,
+        with_contact=args.with_contact,
+        progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
+    print(f"{record.rows} rows written to {record.destination}")
+    return 0
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     from jobs.graph import JOB_GRAPH, upstream_jobs
 
@@ -253,6 +294,7 @@ COMMANDS = {
     "status": cmd_status,
     "maintain": cmd_maintain,
     "forget-customer": cmd_forget_customer,
+    "export-audience": cmd_export_audience,
     "jobs": cmd_jobs,
 }
 

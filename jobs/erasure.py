@@ -52,6 +52,7 @@ from pipeline_lib.privacy.forget import (
     ErasureReport,
     ErasureVerificationError,
     Progress,
+    collect_export_mentions,
     collect_identifiers,
     collect_landing_mentions,
     collect_log_mentions,
@@ -123,6 +124,7 @@ def forget_customer(
             + (f", older versions of {len(history)} more" if history else "")
         )
         report.found = bool(found or history)
+        report.exported_files = collect_export_mentions(spark, tables, plans, needles)
         if report.found:
             _erase(spark, config, tables, plans, needles, found, history, report, progress)
             report.log_mentions = collect_log_mentions(spark, tables, report.tables, identifiers)

@@ -106,6 +106,7 @@ JOB_GRAPH: tuple[JobSpec, ...] = (
     _bronze("clicks", "json"),
     _bronze("catalogue", "json"),
     _bronze("fx_rates", "csv"),
+    _bronze("inventory", "csv"),
     _silver(
         "fx_rates",
         "jobs.silver:fx_rates",
@@ -141,6 +142,12 @@ JOB_GRAPH: tuple[JobSpec, ...] = (
         "jobs.silver_clicks:silver_clicks",
         ["bronze.clicks"],
         "Click events: typed, deduplicated, sessionized and stitched; one row per event_id.",
+    ),
+    _silver(
+        "inventory",
+        "jobs.silver_inventory:inventory",
+        ["bronze.inventory", "silver.products"],
+        "Stock snapshots: one per product, location and time, the latest delivery's; a missing day stays so.",
     ),
     _gold(
         "dim_date",
@@ -190,6 +197,33 @@ JOB_GRAPH: tuple[JobSpec, ...] = (
         "jobs.gold_aggregates:build_product_popularity",
         ["silver.orders", "silver.order_items", "silver.clicks", "silver.products"],
         "Views, carts, purchases, revenue and ranks per product and window as of a date.",
+        uses_as_of=True,
+    ),
+    _gold(
+        "fact_inventory_daily",
+        "jobs.gold_stock:fact_inventory_daily",
+        ["silver.inventory"],
+        "Closing stock per product, location and day that has a snapshot (a missing day is no row).",
+    ),
+    _gold(
+        "stock_signals",
+        "jobs.gold_stock:build_stock_signals",
+        ["gold.fact_inventory_daily", "silver.orders", "silver.order_items"],
+        "Stock, demand over in-stock days, cover, lost sales and a reorder point per product as of a date.",
+        uses_as_of=True,
+    ),
+    _gold(
+        "campaign_audiences",
+        "jobs.gold_campaigns:build_campaign_audiences",
+        ["silver.orders", "silver.order_items", "silver.customers"],
+        "Members of each campaign as of a date: targeted segment, current consent, stable group.",
+        uses_as_of=True,
+    ),
+    _gold(
+        "campaign_results",
+        "jobs.gold_campaigns:build_campaign_results",
+        ["silver.orders", "silver.order_items", "silver.customers"],
+        "Buyers, orders and revenue per campaign group after the start, with the uplift and its interval.",
         uses_as_of=True,
     ),
 )

@@ -2,7 +2,8 @@
 
 Layers, lowest first:
 
-1. ``conf/base.yaml`` and ``conf/quality.yaml`` (the quality rules, kept apart for reading);
+1. ``conf/base.yaml``, ``conf/quality.yaml`` (the quality rules) and ``conf/campaigns.yaml`` (the
+   marketing campaigns), the last two kept apart for reading;
 2. ``conf/<env>.yaml`` (``local`` by default, or ``cluster``, or your own);
 3. environment variables, each a name a shell can ``export``:
 
@@ -61,8 +62,12 @@ ROOT_ENV_VARS = {"ECOM_LANDING": ("paths", "landing"), "ECOM_LAKE": ("paths", "l
 RuleKind = Literal["row", "unique", "reference", "time_window"]
 RuleAction = Literal["flag", "quarantine", "fail"]
 SparkLogLevel = Literal["ALL", "DEBUG", "ERROR", "FATAL", "INFO", "OFF", "TRACE", "WARN"]
+CampaignChannel = Literal["email", "sms", "ads"]
 ROW_RULE_KINDS: tuple[str, ...] = get_args(RuleKind)
 RULE_ACTIONS: tuple[str, ...] = get_args(RuleAction)
+CAMPAIGN_CHANNELS: tuple[str, ...] = get_args(CampaignChannel)
+# Files merged after base.yaml, in this order, when present: rules and campaigns are data.
+DATA_FILES = ("quality.yaml", "campaigns.yaml")
 
 # Every record refuses keys it does not know; strings also take numbers (``app_name: 2024``).
 # Integers and booleans are strict (``"20"`` is not 20, ``1`` is not true), as before pydantic.
@@ -247,6 +252,105 @@ class SegmentsConfig:
     mapping: tuple[SegmentRule, ...] = ()
 
 
+OpenShare = Annotated[float, Field(strict=True, gt=0, lt=1, description="a share strictly between 0 and 1")]
+
+
+@dataclass(frozen=True, config=_RECORD)
+class Campaign:
+    """One marketing campaign (``conf/campaigns.yaml``; docs/campaigns_and_stock.md).
+
+    A customer is targeted when their segment is one of ``segments`` (if given) and the
+    ``rfm`` SQL condition over ``r``, ``f``, ``m`` and the other ``customer_segments``
+    columns holds (if given); at least one of the two is required. ``control_share`` and
+    ``measurement_days`` default to the section's values (:meth:`CampaignsConfig.resolved`).
+    """
+
+    # Used in file names and SQL literals.
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="1-64 letters, digits, - or _")]
+    channel: CampaignChannel
+    start_date: dt.date
+    segments: tuple[Annotated[str, Field(pattern=r"\S", description="a segment name")], ...] = ()
+    rfm: str | None = None
+    control_share: OpenShare | None = None
+    measurement_days: StrictInt | None = Field(default=None, ge=1, description="at least 1 day")
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _targets(self) -> Campaign:
+        if not self.segments and not (self.rfm or "").strip():
+            raise ValueError("a campaign needs 'segments', an 'rfm' condition, or both")
+        return self
+
+
+@dataclass(frozen=True, config=_RECORD)
+class CampaignsConfig:
+    control_share: OpenShare = 0.1
+    measurement_days: StrictInt = Field(default=14, ge=1, description="at least 1 day")
+    confidence_level: float = Field(
+        default=0.95, strict=True, gt=0.5, lt=1, description="a level strictly between 0.5 and 1, e.g. 0.95"
+    )
+    definitions: tuple[Campaign, ...] = ()
+
+    @field_validator("definitions")
+    @classmethod
+    def _unique_names(cls, definitions: tuple[Campaign, ...]) -> tuple[Campaign, ...]:
+        names = [c.name for c in definitions]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"campaign names must be unique, {repeated} repeat")
+        return definitions
+
+    def resolved(self) -> tuple[Campaign, ...]:
+        """The campaigns with the section's defaults filled in (never a None share or window)."""
+        return tuple(
+            dataclasses.replace(
+                campaign,
+                control_share=(
+                    self.control_share if campaign.control_share is None else campaign.control_share
+                ),
+                measurement_days=(
+                    self.measurement_days if campaign.measurement_days is None else campaign.measurement_days
+                ),
+            )
+            for campaign in self.definitions
+        )
+
+    def named(self, name: str) -> Campaign:
+        """The resolved campaign called ``name``.
+
+        Raises:
+            ConfigError: No campaign has that name.
+        """
+        for campaign in self.resolved():
+            if campaign.name == name:
+                return campaign
+        known = ", ".join(c.name for c in self.definitions) or "none"
+        raise ConfigError(f"unknown campaign {name!r} (configured: {known}; see conf/campaigns.yaml)")
+
+
+@dataclass(frozen=True, config=_RECORD)
+class StockConfig:
+    """Settings of ``gold.stock_signals`` (docs/campaigns_and_stock.md, "Stock signals")."""
+
+    # Cycle service level: the chance a replenishment cycle has no stock-out.
+    service_level: float = Field(
+        default=0.95, strict=True, ge=0.5, lt=1, description="a level in [0.5, 1), e.g. 0.95"
+    )
+    short_window_days: StrictInt = Field(default=7, ge=1, description="at least 1 day")  # avg_daily_units_7d
+    # avg_daily_units_28d, days_out_of_stock_28d, demand variability
+    long_window_days: StrictInt = Field(default=28, ge=1, le=366, description="between 1 and 366 days")
+    # When the inventory source leaves lead_time_days empty.
+    default_lead_time_days: StrictInt = Field(default=7, ge=1, description="at least 1 day")
+    # Days between two ordering decisions (the order-up-to level covers them).
+    review_period_days: StrictInt = Field(default=7, ge=0, description="a number of days, not negative")
+
+    @model_validator(mode="after")
+    def _windows(self) -> StockConfig:
+        if self.short_window_days > self.long_window_days:
+            raise ValueError("expected short_window_days <= long_window_days")
+        return self
+
+
 @dataclass(frozen=True, config=_RECORD)
 class PrivacyConfig:
     hmac_key_env: str = Field(
@@ -278,6 +382,8 @@ class PipelineConfig:
     segments: SegmentsConfig
     privacy: PrivacyConfig
     maintenance: MaintenanceConfig
+    campaigns: CampaignsConfig = Field(default_factory=CampaignsConfig)
+    stock: StockConfig = Field(default_factory=StockConfig)
 
     def fingerprint(self) -> str:
         """A short SHA-256 of the effective config, recorded with every run."""
@@ -307,6 +413,8 @@ SECTIONS: dict[str, type] = {
     "segments": SegmentsConfig,
     "privacy": PrivacyConfig,
     "maintenance": MaintenanceConfig,
+    "campaigns": CampaignsConfig,
+    "stock": StockConfig,
 }
 _CONFIG = TypeAdapter(PipelineConfig)
 
@@ -365,12 +473,14 @@ def load_config(
     if not base.is_file():
         raise ConfigError(f"configuration file {base} not found (set ECOM_CONF_DIR to the conf/ folder)")
     _merge(merged, origins, _read_yaml(base), _Origin(str(base)))
-    quality = folder / "quality.yaml"
-    if quality.is_file():
-        _merge(merged, origins, _read_yaml(quality), _Origin(str(quality)))
+    for name in DATA_FILES:
+        data_file = folder / name
+        if data_file.is_file():
+            _merge(merged, origins, _read_yaml(data_file), _Origin(str(data_file)))
     env_file = folder / f"{env}.yaml"
     if not env_file.is_file():
-        known = sorted(p.stem for p in folder.glob("*.yaml") if p.stem not in ("base", "quality"))
+        data_stems = {Path(name).stem for name in DATA_FILES}
+        known = sorted(p.stem for p in folder.glob("*.yaml") if p.stem not in {"base", *data_stems})
         raise ConfigError(f"unknown environment {env!r}: {env_file} not found (known: {', '.join(known)})")
     _merge(merged, origins, _read_yaml(env_file), _Origin(str(env_file)))
     for variable, layer in _env_layers(environ):

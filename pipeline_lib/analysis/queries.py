@@ -27,13 +27,18 @@ from pyspark.sql import types as T
 from pipeline_lib.gold.facts import is_revenue_status
 from pipeline_lib.gold.sessions import FUNNEL_STEPS
 from pipeline_lib.io.delta import require_columns
+from pipeline_lib.io.frames import local_frame
 
 __all__ = [
+    "COVER_BUCKETS",
     "FRESHNESS_COLUMNS",
     "NOT_SEGMENTED",
     "UNCATEGORISED",
     "AnalyticsArgumentError",
+    "audience_sizes",
+    "campaign_uplift",
     "category_ranking",
+    "cover_distribution",
     "current_products",
     "daily_conversion",
     "daily_sales",
@@ -44,6 +49,7 @@ __all__ = [
     "job_run_summary",
     "latest_value",
     "popularity_snapshot",
+    "products_at_risk",
     "quality_failure_rates",
     "quarantine_by_rule",
     "rfm_grid",
@@ -55,6 +61,8 @@ __all__ = [
     "segment_summary",
     "segment_trend",
     "session_funnel",
+    "stock_headline",
+    "stock_status_by_day",
     "top_products",
     "with_product_attributes",
     "with_revenue_flag",
@@ -76,6 +84,10 @@ FRESHNESS_COLUMNS: dict[str, str] = {
     "fact_sessions": "end_ts",
     "customer_segments": "as_of_date",
     "product_popularity": "as_of_date",
+    "campaign_audiences": "as_of_date",
+    "campaign_results": "as_of_date",
+    "fact_inventory_daily": "date",
+    "stock_signals": "as_of_date",
 }
 
 
@@ -804,3 +816,188 @@ def ingest_problems(ingested_files: DataFrame) -> DataFrame:
     return ingested_files.select(
         "source", "ingest_date", "file", "status", F.explode("problems").alias("problem")
     ).orderBy(F.desc("ingest_date"), "source", "file", "problem")
+
+
+# --- Campaigns and stock ---------------------------------------------------------------------
+
+
+def audience_sizes(audiences: DataFrame, *, as_of: dt.date) -> DataFrame:
+    """Members per campaign, channel, segment and group on one as-of date.
+
+    Args:
+        audiences: gold.campaign_audiences.
+        as_of: The as-of date.
+
+    Returns:
+        ``campaign``, ``channel``, ``segment``, ``treatment``, ``control``, ``members``
+        (counts), one row per campaign and segment, by campaign then largest segment first.
+    """
+    require_columns(
+        audiences, ["campaign", "channel", "segment", "group", "as_of_date"], what="audience_sizes"
+    )
+    return (
+        audiences.where(F.col("as_of_date") == F.lit(as_of))
+        .groupBy("campaign", "channel", "segment")
+        .agg(
+            F.count_if(F.col("group") == "treatment").alias("treatment"),
+            F.count_if(F.col("group") == "control").alias("control"),
+            F.count(F.lit(1)).alias("members"),
+        )
+        .orderBy("campaign", F.desc("members"), "segment")
+    )
+
+
+def campaign_uplift(results: DataFrame, *, as_of: dt.date) -> DataFrame:
+    """One row per campaign: both groups' conversion and the uplift with its interval.
+
+    Args:
+        results: gold.campaign_results.
+        as_of: The as-of date of the results.
+
+    Returns:
+        ``campaign``, ``channel``, ``start_date``, ``days_measured``, ``treatment_customers``,
+        ``control_customers``, ``treatment_conversion``, ``control_conversion``,
+        ``conversion_uplift`` with ``ci_low``/``ci_high``, ``revenue_uplift_per_customer``,
+        ``is_significant``; by campaign.
+    """
+    require_columns(results, ["campaign", "group", "as_of_date", "conversion_uplift"], what="campaign_uplift")
+    on_date = results.where(F.col("as_of_date") == F.lit(as_of))
+    control = on_date.where(F.col("group") == "control").select(
+        "campaign",
+        F.col("customers").alias("control_customers"),
+        F.col("conversion_rate").alias("control_conversion"),
+    )
+    return (
+        on_date.where(F.col("group") == "treatment")
+        .join(control, on="campaign", how="left")
+        .select(
+            "campaign",
+            "channel",
+            "start_date",
+            "days_measured",
+            F.col("customers").alias("treatment_customers"),
+            "control_customers",
+            F.col("conversion_rate").alias("treatment_conversion"),
+            "control_conversion",
+            "conversion_uplift",
+            F.col("conversion_uplift_ci_low").alias("ci_low"),
+            F.col("conversion_uplift_ci_high").alias("ci_high"),
+            "revenue_uplift_per_customer",
+            "is_significant",
+        )
+        .orderBy("campaign")
+    )
+
+
+def products_at_risk(
+    signals: DataFrame, *, products: DataFrame | None = None, as_of: dt.date, n: int = 15
+) -> DataFrame:
+    """The products that need stock soonest on one as-of date.
+
+    A product is at risk when ``reorder_now`` or when its days of cover are shorter than its
+    lead time; the fewest days of cover come first.
+
+    Args:
+        signals: gold.stock_signals.
+        products: Optional :func:`current_products` for names.
+        as_of: The as-of date.
+        n: How many rows at most.
+
+    Returns:
+        ``product_id`` (``name`` with ``products``), ``available``, ``avg_daily_units_28d``,
+        ``days_of_cover``, ``lead_time_days``, ``days_out_of_stock_28d``,
+        ``lost_sales_units_28d``, ``reorder_point``, ``suggested_quantity``.
+    """
+    require_columns(
+        signals, ["product_id", "as_of_date", "reorder_now", "days_of_cover"], what="products_at_risk"
+    )
+    at_risk = F.col("reorder_now") | F.coalesce(
+        F.col("days_of_cover") < F.col("lead_time_days"), F.lit(False)
+    )
+    rows = signals.where((F.col("as_of_date") == F.lit(as_of)) & at_risk)
+    label = []
+    if products is not None:
+        rows = rows.join(products.select("product_id", "name"), on="product_id", how="left")
+        label = ["name"]
+    return (
+        rows.select(
+            "product_id",
+            *label,
+            "available",
+            "avg_daily_units_28d",
+            "days_of_cover",
+            "lead_time_days",
+            "days_out_of_stock_28d",
+            "lost_sales_units_28d",
+            "reorder_point",
+            "suggested_quantity",
+        )
+        .orderBy(F.col("days_of_cover").asc_nulls_first(), "product_id")
+        .limit(n)
+    )
+
+
+def stock_headline(signals: DataFrame, *, as_of: dt.date) -> DataFrame:
+    """One row: ``products`` with stock signals on ``as_of``, how many to ``reorder_now``, how many
+    are ``out_of_stock_now`` (nothing available), and their ``lost_sales_units_28d`` (a double, 0
+    when unknown)."""
+    require_columns(
+        signals, ["as_of_date", "reorder_now", "available", "lost_sales_units_28d"], what="stock_headline"
+    )
+    return signals.where(F.col("as_of_date") == F.lit(as_of)).agg(
+        F.count(F.lit(1)).alias("products"),
+        F.count_if(F.col("reorder_now")).alias("reorder_now"),
+        F.count_if(F.col("available") <= 0).alias("out_of_stock_now"),
+        F.coalesce(F.sum("lost_sales_units_28d"), F.lit(0.0)).alias("lost_sales_units_28d"),
+    )
+
+
+# Upper bounds (days, exclusive) of the days-of-cover buckets; the last bucket is open.
+COVER_BUCKETS = (3, 7, 14, 28, 56)
+
+
+def cover_distribution(signals: DataFrame, *, as_of: dt.date) -> DataFrame:
+    """Products per days-of-cover bucket on one as-of date.
+
+    Returns:
+        ``bucket_no`` (0 first), ``bucket`` (``0-3``, ``3-7``, ..., ``56+``, and ``no demand``
+        for products whose demand is unknown or zero), ``products``; every bucket, in order.
+    """
+    require_columns(signals, ["as_of_date", "days_of_cover"], what="cover_distribution")
+    bounds = (0, *COVER_BUCKETS)
+    labels = [f"{low}-{high}" for low, high in zip(bounds, COVER_BUCKETS, strict=False)]
+    labels += [f"{COVER_BUCKETS[-1]}+", "no demand"]
+    cover = F.col("days_of_cover")
+    bucket = F.when(cover.isNull(), F.lit(len(labels) - 1))
+    for position, high in enumerate(COVER_BUCKETS):
+        bucket = bucket.when(cover < high, F.lit(position))
+    bucket = bucket.otherwise(F.lit(len(COVER_BUCKETS)))
+    counts = (
+        signals.where(F.col("as_of_date") == F.lit(as_of))
+        .groupBy(bucket.alias("bucket_no"))
+        .agg(F.count(F.lit(1)).alias("products"))
+    )
+    every = local_frame(signals.sparkSession, list(enumerate(labels)), "bucket_no int, bucket string")
+    return (
+        every.join(counts, on="bucket_no", how="left")
+        .select("bucket_no", "bucket", F.coalesce(F.col("products"), F.lit(0)).alias("products"))
+        .orderBy("bucket_no")
+    )
+
+
+def stock_status_by_day(daily: DataFrame) -> DataFrame:
+    """Products in and out of stock per day, from the daily closing stock.
+
+    A product is in stock on a day when one of its locations closed with ``available > 0``.
+
+    Returns:
+        ``date``, ``products`` (with a snapshot that day), ``out_of_stock``, ``out_of_stock_share``.
+    """
+    require_columns(daily, ["product_id", "date", "in_stock"], what="stock_status_by_day")
+    per_product = daily.groupBy("date", "product_id").agg(F.max("in_stock").alias("in_stock"))
+    return (
+        per_product.groupBy("date")
+        .agg(F.count(F.lit(1)).alias("products"), F.count_if(~F.col("in_stock")).alias("out_of_stock"))
+        .withColumn("out_of_stock_share", safe_ratio("out_of_stock", "products"))
+        .orderBy("date")
+    )

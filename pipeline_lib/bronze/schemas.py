@@ -129,5 +129,19 @@ LANDING_SOURCES: dict[str, LandingSource] = {
             ),
         ),
         LandingSource("fx_rates", "csv", ("rate_date", "currency", "rate_to_base")),
+        LandingSource(
+            "inventory",
+            "csv",
+            (
+                "product_id",
+                "location_id",
+                "snapshot_ts",
+                "on_hand",
+                "available",
+                "committed",
+                "incoming",
+                "lead_time_days",
+            ),
+        ),
     )
 }

@@ -51,6 +51,93 @@ PRODUCT_POPULARITY_SCHEMA = _schema(  # one product per window as of a date
     ("rank_overall", T.IntegerType()),
 )
 
+# --- Campaigns (built by jobs/gold_campaigns.py; docs/campaigns_and_stock.md) --------------
+
+CAMPAIGN_AUDIENCES_SCHEMA = _schema(  # one member of a campaign as of a date; no personal data
+    ("campaign", T.StringType()),
+    ("as_of_date", T.DateType()),
+    ("customer_id", T.StringType()),
+    ("segment", T.StringType()),  # RFM segment as of as_of_date
+    ("group", T.StringType()),  # treatment or control: a hash of campaign and customer_id, stable
+    ("channel", T.StringType()),  # email, sms, ads
+    ("country", T.StringType()),  # of the customer's current CRM version
+    ("recency_days", T.IntegerType()),
+    ("frequency", T.LongType()),
+    ("monetary", BASE_MONEY),
+    ("r_score", T.IntegerType()),
+    ("f_score", T.IntegerType()),
+    ("m_score", T.IntegerType()),
+)
+
+CAMPAIGN_RESULTS_SCHEMA = _schema(  # one group of a campaign as of a date
+    ("campaign", T.StringType()),
+    ("as_of_date", T.DateType()),
+    ("group", T.StringType()),
+    ("channel", T.StringType()),
+    ("start_date", T.DateType()),
+    ("end_date", T.DateType()),  # last day counted: start + measurement_days - 1, or as_of_date if earlier
+    ("days_measured", T.IntegerType()),
+    ("customers", T.LongType()),  # members of the launch audience in this group
+    ("buyers", T.LongType()),  # ... with at least one revenue order in [start_date, end_date]
+    ("orders", T.LongType()),  # distinct revenue orders
+    ("revenue", BASE_MONEY),
+    ("conversion_rate", T.DoubleType()),  # buyers / customers
+    ("revenue_per_customer", T.DoubleType()),
+    # Treatment rows only (null on control rows): treatment minus control, with a two-sided
+    # normal-approximation interval at confidence_level.
+    ("conversion_uplift", T.DoubleType()),
+    ("conversion_uplift_ci_low", T.DoubleType()),
+    ("conversion_uplift_ci_high", T.DoubleType()),
+    ("revenue_uplift_per_customer", T.DoubleType()),
+    ("revenue_uplift_ci_low", T.DoubleType()),
+    ("revenue_uplift_ci_high", T.DoubleType()),
+    ("confidence_level", T.DoubleType()),
+    ("is_significant", T.BooleanType()),  # the conversion interval excludes 0
+)
+
+# --- Stock (built by jobs/gold_stock.py; docs/campaigns_and_stock.md) -----------------------
+
+FACT_INVENTORY_DAILY_SCHEMA = _schema(  # one product, location and day with a snapshot
+    ("product_id", T.StringType()),
+    ("location_id", T.StringType()),
+    ("date_key", T.IntegerType()),  # yyyymmdd of the UTC day
+    ("date", T.DateType()),
+    ("on_hand", T.IntegerType()),  # of the day's last snapshot (the closing stock)
+    ("available", T.IntegerType()),
+    ("committed", T.IntegerType()),
+    ("incoming", T.IntegerType()),
+    ("lead_time_days", T.IntegerType()),
+    ("in_stock", T.BooleanType()),  # available > 0 at the closing snapshot
+    ("snapshot_ts", T.TimestampType()),  # the closing snapshot's time
+    ("snapshots", T.IntegerType()),  # snapshots of the day
+)
+
+STOCK_SIGNALS_SCHEMA = _schema(  # one product as of a date (windows: stock.short/long_window_days)
+    ("product_id", T.StringType()),
+    ("as_of_date", T.DateType()),
+    ("available", T.LongType()),  # sum over locations of their latest snapshot on or before as_of_date
+    ("avg_daily_units_7d", T.DoubleType()),  # units per in-stock day of the short window
+    ("avg_daily_units_28d", T.DoubleType()),  # units per in-stock day of the long window
+    ("days_of_cover", T.DoubleType()),  # available / avg_daily_units_28d
+    ("days_out_of_stock_28d", T.IntegerType()),
+    ("reorder_point", T.DoubleType()),
+    ("reorder_now", T.BooleanType()),
+    ("suggested_quantity", T.LongType()),
+    ("on_hand", T.LongType()),
+    ("incoming", T.LongType()),
+    ("inventory_position", T.LongType()),  # available + incoming
+    ("locations", T.IntegerType()),  # locations with a snapshot on or before as_of_date
+    ("last_snapshot_date", T.DateType()),
+    ("in_stock_days_7d", T.IntegerType()),
+    ("in_stock_days_28d", T.IntegerType()),
+    ("days_unknown_28d", T.IntegerType()),  # no snapshot and no sale: neither in nor out of stock
+    ("units_sold_28d", T.LongType()),
+    ("sigma_daily_units_28d", T.DoubleType()),  # sample standard deviation over in-stock days
+    ("lead_time_days", T.IntegerType()),
+    ("safety_stock", T.DoubleType()),
+    ("lost_sales_units_28d", T.DoubleType()),  # days_out_of_stock_28d * avg_daily_units_28d
+)
+
 # --- Star schema (built by jobs/gold.py) ---------------------------------------------------
 
 DIM_DATE_SCHEMA = _schema(  # one calendar day
@@ -178,6 +265,10 @@ GOLD_SCHEMAS: dict[str, T.StructType] = {
     "fact_sessions": FACT_SESSIONS_SCHEMA,
     "customer_segments": CUSTOMER_SEGMENTS_SCHEMA,
     "product_popularity": PRODUCT_POPULARITY_SCHEMA,
+    "campaign_audiences": CAMPAIGN_AUDIENCES_SCHEMA,
+    "campaign_results": CAMPAIGN_RESULTS_SCHEMA,
+    "fact_inventory_daily": FACT_INVENTORY_DAILY_SCHEMA,
+    "stock_signals": STOCK_SIGNALS_SCHEMA,
 }
 
 # Personal data of silver.customers that must never appear in a gold table.

@@ -16,4 +16,6 @@ others. Public API:
 - :mod:`.storage`: facts about the lake and landing zone read without Spark
   (``delta_version``, ``landing_digest``, ``read_state``, ``write_state``).
 - :mod:`.frames`: ``local_frame``, a few driver-held rows as a DataFrame.
+- :mod:`.exports`: one file out of the lake (``write_single_file``, ``export_format``) and
+  ``ops.audience_exports`` (``log_export``, ``ExportRecord``).
 """

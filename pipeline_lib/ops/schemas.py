@@ -1,7 +1,7 @@
 """Schemas of the bookkeeping tables, ``<lake>/ops/<table>``: one place for all of them.
 
-Run records, the consumers' watermark log, the bronze file log, the quality metrics and the
-erasure log. The data layers' schemas are in :mod:`pipeline_lib.bronze.schemas`,
+Run records, the consumers' watermark log, the bronze file log, the quality metrics, the
+erasure log and the audience exports' log. The data layers' schemas are in :mod:`pipeline_lib.bronze.schemas`,
 :mod:`pipeline_lib.silver.schemas` and :mod:`pipeline_lib.gold.schemas`.
 """
 
@@ -14,6 +14,7 @@ WATERMARKS_TABLE = "watermarks"
 INGEST_LOG_TABLE = "ingested_files"
 METRICS_TABLE = "quality_metrics"
 ERASURES_TABLE = "erasures"
+EXPORTS_TABLE = "audience_exports"
 
 # One row per job run (``ops.pipeline_runs``, :mod:`pipeline_lib.ops.runs`).
 RUN_RECORD_SCHEMA = T.StructType(
@@ -93,5 +94,24 @@ ERASURES_SCHEMA = T.StructType(
         T.StructField("rows_deleted", T.LongType(), False),
         T.StructField("rows_updated", T.LongType(), False),
         T.StructField("vacuumed_at", T.TimestampType(), True),
+    ]
+)
+
+# One row per ``export-audience`` (``ops.audience_exports``, :mod:`pipeline_lib.io.exports`):
+# who exported which audience, with which columns, where (files outside the lake).
+EXPORTS_SCHEMA = T.StructType(
+    [
+        T.StructField("export_id", T.StringType(), False),
+        T.StructField("exported_at", T.TimestampType(), False),
+        T.StructField("exported_by", T.StringType(), False),  # the operating-system user
+        T.StructField("host", T.StringType(), False),
+        T.StructField("campaign", T.StringType(), False),
+        T.StructField("as_of_date", T.DateType(), False),
+        T.StructField("group", T.StringType(), False),
+        T.StructField("rows", T.LongType(), False),
+        T.StructField("left_out_without_consent", T.LongType(), False),
+        T.StructField("with_contact", T.BooleanType(), False),
+        T.StructField("columns", T.ArrayType(T.StringType(), False), False),
+        T.StructField("destination", T.StringType(), False),
     ]
 )

@@ -43,7 +43,7 @@ from pipeline_lib.io.lake_files import (
     read_data_files,
     unreferenced_files,
 )
-from pipeline_lib.ops.schemas import ERASURES_SCHEMA, ERASURES_TABLE
+from pipeline_lib.ops.schemas import ERASURES_SCHEMA, ERASURES_TABLE, EXPORTS_TABLE
 from pipeline_lib.ops.watermarks import processed_versions, save_watermarks
 from pipeline_lib.privacy.erasure import STATS_PREFIX_CHARS, CustomerIdentifiers, ScrubPlan, plan_scrub
 from pipeline_lib.privacy.pii import hmac_key
@@ -59,6 +59,7 @@ STATUS_NOT_FOUND = "not_found"
 RECOMPUTE_JOBS = ("gold.dim_customer", "gold.fact_order_lines", "gold.fact_orders", "gold.fact_sessions")
 SEGMENTS_JOB = "gold.customer_segments"
 SEGMENTS_TABLE = "gold.customer_segments"
+AUDIENCES_TABLE = "gold.campaign_audiences"
 # Tables whose rows name the customer's devices (anonymous_id) next to their customer_id.
 DEVICE_SOURCES = ("bronze.clicks", "silver.clicks", "quarantine.clicks", "gold.fact_sessions")
 # Tables that hold the customer's contact details in clear.
@@ -89,6 +90,7 @@ class ErasureReport:
     vacuumed: list[str] = field(default_factory=list)
     pending_vacuum: dict[str, str] = field(default_factory=dict)
     landing_files: list[str] = field(default_factory=list)
+    exported_files: list[str] = field(default_factory=list)
     log_mentions: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -147,6 +149,12 @@ class ErasureReport:
                 f"{', '.join(sorted(self.log_mentions))} still hold the first {STATS_PREFIX_CHARS} "
                 "characters of an identifier as min/max statistics; Delta's log cleanup deletes them after "
                 "delta.logRetentionDuration (30 days by default), see docs/erasure.md"
+            )
+        if self.exported_files:
+            lines.append(
+                f"  audience exports (files outside the lake, not changed): {len(self.exported_files)} "
+                "files written by `export-audience` may hold the customer (ops.audience_exports names who "
+                "wrote them): delete them and ask their recipients (CRM, ad platforms) to erase the customer"
             )
         if self.landing_files:
             lines.append(
@@ -256,6 +264,25 @@ def latest_segments_date_of_customer(
         segments.where(F.col("as_of_date") == F.lit(latest)), plans[SEGMENTS_TABLE], needles
     )
     return None if in_latest.isEmpty() else latest
+
+
+def collect_export_mentions(
+    spark: SparkSession, tables: dict[str, str], plans: dict[str, ScrubPlan], needles: DataFrame
+) -> list[str]:
+    """Files written by ``export-audience`` from an audience (campaign, as-of date) whose treatment
+    group held the customer: they are outside the lake, so the erasure can only name them.
+
+    Collects one row per such export (bounded by the exports made).
+    """
+    exports_name = f"ops.{EXPORTS_TABLE}"
+    if AUDIENCES_TABLE not in tables or exports_name not in tables:
+        return []
+    audiences = affected_rows(read_table(spark, tables[AUDIENCES_TABLE]), plans[AUDIENCES_TABLE], needles)
+    held = audiences.where(F.col("group") == "treatment").select("campaign", "as_of_date").distinct()
+    exports = read_table(spark, tables[exports_name]).join(
+        held, on=["campaign", "as_of_date"], how="left_semi"
+    )
+    return sorted({row["destination"] for row in exports.select("destination").collect()})
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ __all__ = [
     "hmac_key",
     "hmac_sha256_hex",
     "normalize_email",
+    "sha256_hex",
 ]
 
 log = logging.getLogger(__name__)
@@ -89,3 +90,15 @@ def hmac_sha256_hex(message: Column | str, *, key: bytes) -> Column:
     outer_pad = bytes(b ^ 0x5C for b in block_key)
     inner = F.unhex(F.sha2(F.concat(F.lit(inner_pad), column.cast("binary")), 256))
     return F.sha2(F.concat(F.lit(outer_pad), inner), 256)
+
+
+def sha256_hex(message: Column | str) -> Column:
+    """Plain SHA-256 of a string column's UTF-8 bytes, 64 lower-case hex digits; null stays null.
+
+    Unkeyed, as ad platforms expect for customer matching (Google Customer Match, Meta
+    Custom Audiences hash ``normalize_email(email)`` this way): anybody can recompute it from
+    a guessed address, so it is an export format, never a pseudonym for the lake (the lake
+    uses :func:`hmac_sha256_hex`). Equal to ``hashlib.sha256(message.encode()).hexdigest()``.
+    """
+    column = F.col(message) if isinstance(message, str) else message
+    return F.sha2(column, 256)

@@ -2,7 +2,8 @@
 
 Modules: :mod:`.common` (column helpers: text, codes, timestamps, numbers; the tie rule:
 ``rank_versions``, ``keep_latest``), :mod:`.fx` (rates and the as-of lookup), :mod:`.orders`
-(orders and lines), :mod:`.customers`, :mod:`.products`. Clickstream transforms live in their own module.
+(orders and lines), :mod:`.customers`, :mod:`.products`, :mod:`.inventory` (stock snapshots).
+Clickstream transforms live in their own module.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ from pipeline_lib.silver.common import (
 )
 from pipeline_lib.silver.customers import clean_customers, to_silver_customers, with_email_hash
 from pipeline_lib.silver.fx import clean_fx_rates, dedupe_fx_rates, to_silver_fx_rates, with_fx_rate
+from pipeline_lib.silver.inventory import (
+    clean_inventory,
+    inventory_version_key,
+    rank_inventory,
+    to_silver_inventory,
+)
 from pipeline_lib.silver.orders import (
     clean_order_items,
     clean_orders,
@@ -50,6 +57,7 @@ from pipeline_lib.silver.products import (
 __all__ = [
     "clean_customers",
     "clean_fx_rates",
+    "clean_inventory",
     "clean_order_items",
     "clean_orders",
     "clean_products",
@@ -57,6 +65,7 @@ __all__ = [
     "content_columns",
     "count_outcomes",
     "dedupe_fx_rates",
+    "inventory_version_key",
     "keep_latest",
     "lower_code",
     "order_tie_break",
@@ -67,6 +76,7 @@ __all__ = [
     "parse_decimal",
     "parse_timestamp",
     "parse_whole_number",
+    "rank_inventory",
     "rank_order_items",
     "rank_orders",
     "rank_products",
@@ -74,6 +84,7 @@ __all__ = [
     "row_fingerprint",
     "to_silver_customers",
     "to_silver_fx_rates",
+    "to_silver_inventory",
     "to_silver_order_items",
     "to_silver_orders",
     "to_silver_products",

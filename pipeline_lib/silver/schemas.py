@@ -125,6 +125,17 @@ SILVER_SCHEMAS: dict[str, T.StructType] = {
         ("device_os", T.StringType()),
         ("device_browser", T.StringType()),
     ),
+    "inventory": _struct(  # one stock snapshot of a product at a location; a missing day stays missing
+        ("product_id", T.StringType()),
+        ("location_id", T.StringType()),
+        ("snapshot_ts", T.TimestampType()),
+        ("snapshot_date", T.DateType()),  # the UTC calendar date of snapshot_ts
+        ("on_hand", T.IntegerType()),
+        ("available", T.IntegerType()),
+        ("committed", T.IntegerType()),
+        ("incoming", T.IntegerType()),
+        ("lead_time_days", T.IntegerType()),  # null when the source left it empty
+    ),
 }
 
 # Quarantine: the bronze row as delivered (all strings), the rules it failed, and where from.

@@ -47,3 +47,22 @@ def test_a_malformed_date_is_a_usage_error(capsys):
 
     assert exit_info.value.code == EXIT_USAGE
     assert "expected a date YYYY-MM-DD, got '2026-13-01'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (
+            ["no_such_campaign", "--out", "a.csv"],
+            2,
+            "unknown campaign 'no_such_campaign' (configured: winback_email",
+        ),
+        (["winback_email", "--out", "a.txt"], 1, "--out must end in .csv or .parquet, got 'a.txt'"),
+    ],
+)
+def test_export_audience_refuses_bad_arguments_before_spark(
+    args, code, message, capsys, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("ECOM_LAKE", str(tmp_path / "lake"))
+    assert main(["export-audience", *args, "--as-of", "2026-03-04"]) == code
+    assert message in capsys.readouterr().err

@@ -335,3 +335,53 @@ def test_the_scheme_works_from_a_real_shell(tmp_path):
     # What the scheme replaces: bash refuses a name with dots.
     refused = subprocess.run(["bash", "-c", "export ECOM__SPARK__CONF__SPARK.SQL.SHUFFLE.PARTITIONS=4"])
     assert refused.returncode != 0
+
+
+def test_campaigns_and_stock_load_with_section_defaults():
+    config = load_config("local", conf_dir=REPO / "conf", environ={"ECOM__STOCK__SERVICE_LEVEL": "0.9"})
+    ads = config.campaigns.named("second_order_ads")
+    winback = config.campaigns.named("winback_email")
+    assert (ads.channel, ads.control_share, ads.measurement_days) == ("ads", 0.2, 14)
+    assert winback.control_share == config.campaigns.control_share
+    assert config.stock.service_level == 0.9
+    with pytest.raises(ConfigError, match=r"unknown campaign 'nope' \(configured: winback_email"):
+        config.campaigns.named("nope")
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"ECOM__CAMPAIGNS__CONTROL_SHARE": "1"}, r"'campaigns\.control_share' .*strictly between 0 and 1"),
+        ({"ECOM__CAMPAIGNS__CONFIDENCE_LEVEL": "0.4"}, r"'campaigns\.confidence_level' .*between 0\.5 and 1"),
+        ({"ECOM__STOCK__SHORT_WINDOW_DAYS": "40"}, r"short_window_days <= long_window_days"),
+        ({"ECOM__STOCK__SERVICE_LEVEL": "1.0"}, r"'stock\.service_level' .*\[0\.5, 1\)"),
+        (
+            {"ECOM__CAMPAIGNS__DEFINITIONS": "[{name: x, channel: fax, start_date: 2026-01-01, rfm: r=1}]"},
+            r"'campaigns\.definitions\[0\]\.channel' .*'email', 'sms' or 'ads', got 'fax'",
+        ),
+        (
+            {"ECOM__CAMPAIGNS__DEFINITIONS": "[{name: a b, channel: sms, start_date: 2026-01-01, rfm: r=1}]"},
+            r"'campaigns\.definitions\[0\]\.name' .*letters, digits",
+        ),
+        (
+            {"ECOM__CAMPAIGNS__DEFINITIONS": "[{name: x, channel: sms, start_date: 2026-01-01}]"},
+            r"needs 'segments', an 'rfm' condition, or both",
+        ),
+        (
+            {"ECOM__CAMPAIGNS__DEFINITIONS": "[{name: x, channel: sms, start_date: soon, rfm: r=1}]"},
+            r"'campaigns\.definitions\[0\]\.start_date'",
+        ),
+        (
+            {
+                "ECOM__CAMPAIGNS__DEFINITIONS": (
+                    "[{name: x, channel: sms, start_date: 2026-01-01, rfm: r=1},"
+                    " {name: x, channel: ads, start_date: 2026-01-01, rfm: r=2}]"
+                )
+            },
+            r"campaign names must be unique, \['x'\] repeat",
+        ),
+    ],
+)
+def test_bad_campaigns_and_stock_settings_are_refused(environ, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("local", conf_dir=REPO / "conf", environ=environ)

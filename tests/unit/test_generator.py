@@ -37,6 +37,10 @@ CUSTOMER_COLUMNS = [
     "signup_ts", "updated_at", "marketing_opt_in",
 ]  # fmt: skip
 FX_COLUMNS = ["rate_date", "currency", "rate_to_base"]
+INVENTORY_COLUMNS = [
+    "product_id", "location_id", "snapshot_ts", "on_hand", "available", "committed", "incoming",
+    "lead_time_days",
+]  # fmt: skip
 STATUSES = {"created", "paid", "shipped", "delivered", "cancelled", "returned"}
 STATUS_RANK = {"created": 0, "paid": 1, "shipped": 2, "delivered": 3, "returned": 4, "cancelled": 4}
 CHANNELS = {"web", "app", "marketplace", "store"}
@@ -84,7 +88,7 @@ def _delivery_date(path: Path) -> str:
 def _read_landing(report: GenerationReport) -> Landing:
     root = report.landing
     csv: dict[str, list[tuple[str, pd.DataFrame]]] = {}
-    for source in ("orders", "order_items", "customers", "fx_rates"):
+    for source in ("orders", "order_items", "customers", "fx_rates", "inventory"):
         csv[source] = [
             (_delivery_date(path), pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""]))
             for path in sorted((root / source).glob("ingest_date=*/*.csv"))
@@ -545,7 +549,24 @@ def _observed_defects(landing: Landing) -> Counter[str]:
     for source, expected in contract.items():
         observed["extra_column"] += sum(list(frame.columns) != expected for _, frame in landing.csv[source])
     observed["empty_file"] += sum(path.stat().st_size == 0 for path in landing.report.files)
+    _observe_inventory_defects(landing, listed, observed)
     return observed
+
+
+def _observe_inventory_defects(landing: Landing, listed: set[str], observed: Counter[str]) -> None:
+    """The defects of the stock snapshots, from the files alone."""
+    snapshots = landing.frame("inventory")
+    whole = r"-?\d+"
+    numeric = snapshots["on_hand"].str.fullmatch(whole) & snapshots["available"].str.fullmatch(whole)
+    observed["wrong_type"] += int((~numeric).sum())
+    observed["negative_stock"] += int((numeric & (snapshots["available"].str.startswith("-"))).sum())
+    observed["unknown_product"] += int((~snapshots["product_id"].isin(listed)).sum())
+    observed["duplicate_row"] += int(snapshots.duplicated().sum())  # ingest_date included: one file
+    observed["naive_timestamp"] += int(snapshots["snapshot_ts"].str.fullmatch(ISO_NAIVE.pattern).sum())
+    local_day = snapshots["snapshot_ts"].map(
+        lambda text: _parse_ts(text).astimezone(BERLIN).date().isoformat()
+    )
+    observed["late_snapshot"] += int((local_day < snapshots["ingest_date"]).sum())
 
 
 def test_defect_counts_match_the_files(defective: Landing) -> None:
@@ -628,3 +649,88 @@ def test_bad_arguments_are_rejected(tmp_path: Path, arguments: dict[str, Any], m
     with pytest.raises(ValueError, match=message):
         generate_landing(tmp_path, **call)
     assert not any(tmp_path.iterdir())
+
+
+# --- stock snapshots ------------------------------------------------------------------------------------
+
+
+def test_inventory_snapshots_meet_the_contract(clean: Landing) -> None:
+    snapshots = clean.frame("inventory")
+    for _, frame in clean.csv["inventory"]:
+        assert list(frame.columns) == INVENTORY_COLUMNS
+    assert snapshots["product_id"].str.fullmatch(r"P\d{6}").all()
+    assert set(snapshots["location_id"]) == {"WH-CENTRAL", "WH-WEST"}
+    assert snapshots["snapshot_ts"].str.fullmatch(ISO_WITH_OFFSET.pattern).all()
+    for column in ("on_hand", "available", "committed", "incoming"):
+        assert snapshots[column].str.fullmatch(r"\d+").all(), column
+    assert (snapshots["available"].astype(int) <= snapshots["on_hand"].astype(int)).all()
+    lead = snapshots["lead_time_days"].dropna().astype(int)
+    assert lead.between(2, 12).all() and snapshots["lead_time_days"].isna().any()
+    # one snapshot per product and warehouse a day, taken on the delivery's own (local) day
+    local_day = snapshots["snapshot_ts"].map(
+        lambda text: _parse_ts(text).astimezone(BERLIN).date().isoformat()
+    )
+    assert (local_day == snapshots["ingest_date"]).all()
+    assert not snapshots.duplicated(["product_id", "location_id", "snapshot_ts"]).any()
+    listed = {date: {row["product_id"] for row in rows} for date, rows in clean.catalogue}
+    for date, frame in clean.csv["inventory"]:
+        for _, products in frame.groupby("location_id")["product_id"]:
+            assert set(products) == listed[date], date  # a warehouse's snapshot is whole, or missing
+
+
+def test_stock_goes_down_with_the_orders_and_out_of_stock_products_sell_nothing(tmp_path: Path) -> None:
+    report = generate_landing(tmp_path, start=START, days=12, scale=0.01, seed=3, defect_rate=0.0)
+    landing = _read_landing(report)
+    snapshots = landing.frame("inventory")
+    for column in ("on_hand", "available", "incoming"):
+        snapshots[column] = snapshots[column].astype(int)
+    stock = snapshots.groupby(["product_id", "ingest_date"])[["available", "on_hand", "incoming"]].sum()
+    items = landing.frame("order_items")
+    orders = landing.frame("orders").drop_duplicates("order_id")
+    created = orders.set_index("order_id")["order_ts"].map(lambda t: _parse_ts(t).astimezone(BERLIN).date())
+    items = items.drop_duplicates(["order_id", "line_no"])
+    items["day"] = items["order_id"].map(created).map(lambda d: d.isoformat())
+    sold = (
+        items.assign(quantity=items["quantity"].astype(int)).groupby(["product_id", "day"])["quantity"].sum()
+    )
+    active = {(row["product_id"], date): row["is_active"] for date, rows in landing.catalogue for row in rows}
+    out_days = [key for key, is_active in active.items() if not is_active]
+    assert out_days, "no product ran out of stock"
+    for product, date in out_days:
+        if (product, date) in stock.index:  # both warehouses' snapshots may be missing that day
+            assert stock.loc[(product, date), "available"] == 0, (product, date)
+            assert stock.loc[(product, date), "incoming"] > 0, (product, date)  # replenishment on its way
+        assert sold.get((product, date), 0) == 0, (product, date)  # zero sales while out
+    # From one snapshot of a warehouse to the next day's, stock never grows without a receipt
+    # (the pending replenishment unchanged), and it falls on days the product sold.
+    per_warehouse = snapshots.set_index(["product_id", "location_id", "ingest_date"]).sort_index()
+    falls = 0
+    for (product, location, date), row in per_warehouse.iterrows():
+        following = (dt.date.fromisoformat(date) + dt.timedelta(days=1)).isoformat()
+        if (product, location, following) not in per_warehouse.index:
+            continue
+        after = per_warehouse.loc[(product, location, following)]
+        if after["incoming"] == row["incoming"]:
+            assert after["on_hand"] <= row["on_hand"], (product, location, date)
+            falls += int(after["on_hand"] < row["on_hand"])
+    assert falls > 10
+    assert (snapshots["incoming"] > 0).any(), "no replenishment was ever ordered"
+
+
+def test_a_missing_warehouse_snapshot_leaves_the_day_without_rows(tmp_path: Path) -> None:
+    report = generate_landing(tmp_path, start=START, days=30, scale=0.002, seed=9, defect_rate=0.0)
+    snapshots = _read_landing(report).frame("inventory")
+    per_day = snapshots.groupby("ingest_date")["location_id"].nunique()
+    assert per_day.iloc[0] == 2  # never on the first day
+    assert (per_day < 2).any(), "no warehouse snapshot was ever lost in 30 days"
+
+
+def test_without_inventory_the_other_sources_are_byte_identical(tmp_path: Path) -> None:
+    arguments = {"start": START, "days": 3, "scale": 0.002, "seed": 5, "defect_rate": 0.05}
+    generate_landing(tmp_path / "with", **arguments)
+    report = generate_landing(tmp_path / "without", inventory=False, **arguments)
+    with_stock = _file_digests(tmp_path / "with")
+    assert {k: v for k, v in with_stock.items() if not k.startswith("inventory")} == _file_digests(
+        tmp_path / "without"
+    )
+    assert report.rows_by_source["inventory"] == 0

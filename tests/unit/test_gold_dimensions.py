@@ -239,6 +239,10 @@ def test_no_gold_table_has_personal_data() -> None:
         "fact_sessions",
         "customer_segments",
         "product_popularity",
+        "campaign_audiences",
+        "campaign_results",
+        "fact_inventory_daily",
+        "stock_signals",
     }
 
 
