@@ -7,6 +7,7 @@ Examples::
     ecom-pipeline run --layer silver --job orders --lake /data/lake
     ecom-pipeline run --layer all --from 2026-03-01 --to 2026-03-07     # backfill, day by day
     ./spark-submit.sh --master spark://host:7077 -- run --layer all
+    ECOM_PUBLISH_DB_PASSWORD=... ecom-pipeline publish --to postgresql://bi@db:5432/shop
 
 Exit status 0 on success; otherwise non-zero with a one-line reason on stderr.
 """
@@ -108,6 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not vacuum now: older table versions keep the data until the next `maintain`",
     )
     _config_options(forget)
+
+    publish = commands.add_parser(
+        "publish", help="copy the gold tables into a PostgreSQL schema (each table swapped in atomically)"
+    )
+    publish.add_argument(
+        "--to",
+        metavar="URL",
+        help="postgresql://user@host:port/db (default publish.url or $ECOM_PUBLISH_DB); the password "
+        "from $ECOM_PUBLISH_DB_PASSWORD, $PGPASSWORD or ~/.pgpass, never in the URL",
+    )
+    publish.add_argument("--schema", help="target schema (default publish.schema: gold)")
+    publish.add_argument(
+        "--force", action="store_true", help="publish every table, even those whose version is published"
+    )
+    _config_options(publish)
 
     jobs_cmd = commands.add_parser("jobs", help="list the jobs (the job graph, in run order)")
     jobs_cmd.add_argument("-v", "--verbose", action="store_true", help="also what each job reads and writes")
@@ -234,6 +250,25 @@ def cmd_forget_customer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from jobs.framework import run_job
+    from jobs.publish import PUBLISH_JOB
+    from pipeline_lib.ops.context import JobContext, new_run_id
+    from pipeline_lib.session import build_spark_session
+
+    if args.to:
+        args.set.append(f"publish.url={args.to}")
+    if args.schema:
+        args.set.append(f"publish.schema={args.schema}")
+    config = load_cli_config(args)
+    spark = build_spark_session(config.spark, app_name=f"{config.spark.app_name} publish")
+    ctx = JobContext(spark=spark, config=config, run_id=new_run_id(), full_refresh=args.force)
+    result = run_job(PUBLISH_JOB, ctx)
+    for table, outcome in result.details.get("tables", {}).items():
+        print(f"{table:24} {outcome}")
+    return 0
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     from jobs.graph import JOB_GRAPH, upstream_jobs
 
@@ -253,6 +288,7 @@ COMMANDS = {
     "status": cmd_status,
     "maintain": cmd_maintain,
     "forget-customer": cmd_forget_customer,
+    "publish": cmd_publish,
     "jobs": cmd_jobs,
 }
 

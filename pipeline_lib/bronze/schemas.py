@@ -131,3 +131,12 @@ LANDING_SOURCES: dict[str, LandingSource] = {
         LandingSource("fx_rates", "csv", ("rate_date", "currency", "rate_to_base")),
     )
 }
+
+
+# The key of each source that may come from the shop's database (docs/postgres.md): parallel
+# JDBC reads split a window by its hash.
+SOURCE_KEYS: dict[str, tuple[str, ...]] = {
+    "orders": ("order_id",),
+    "order_items": ("order_id", "line_no"),
+    "customers": ("customer_id",),
+}
