@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.003,
         help="share of injected defects of each kind (default 0.003)",
     )
+    generate.add_argument(
+        "--to-postgres",
+        metavar="URL",
+        help="also apply the orders, order_items and customers deliveries, day by day, to tables of "
+        "this database (postgresql://user@host:port/db; the password from $ECOM_SOURCE_DB_PASSWORD, "
+        "$PGPASSWORD or ~/.pgpass)",
+    )
 
     run = commands.add_parser("run", help="run pipeline jobs")
     run.add_argument("--layer", default="all", choices=["bronze", "silver", "gold", "all"])
@@ -160,6 +167,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
         f"in {report.seconds:.1f}s ({clicks_per_second:,.0f} "
         f"click events/s); defects: {dict(report.defects)}"
     )
+    if args.to_postgres:
+        from ecom_generator.postgres import load_into_postgres
+        from pipeline_lib.io.postgres import source_database_at
+
+        with source_database_at(args.to_postgres).connect("ecom-pipeline generate") as connection:
+            loaded = load_into_postgres(
+                report.landing, connection, progress=lambda msg: print(msg, file=sys.stderr, flush=True)
+            )
+        print(
+            f"applied {len(loaded.days)} days to {args.to_postgres} in {loaded.seconds:.1f}s: "
+            f"rows {loaded.rows}, not loadable {loaded.skipped}"
+        )
     return 0
 
 

@@ -69,6 +69,7 @@ __all__ = [
     "read_window",
     "resolve_source_table",
     "source_database",
+    "source_database_at",
     "swap_in",
 ]
 
@@ -211,6 +212,12 @@ def source_database(sources: SourcesConfig, environ: Mapping[str, str] | None = 
         raise DatabaseError(f"no source database: set {SOURCE_DB_ENV} or sources.url")
     url = parse_database_url(sources.url)
     return Database(url, find_password(url, SOURCE_PASSWORD_ENV, environ))
+
+
+def source_database_at(url: str, environ: Mapping[str, str] | None = None) -> Database:
+    """The shop's database at ``url`` (``generate --to-postgres``), its password as the source's."""
+    parsed = parse_database_url(url)
+    return Database(parsed, find_password(parsed, SOURCE_PASSWORD_ENV, environ))
 
 
 def publish_database(
