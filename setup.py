@@ -27,6 +27,8 @@ setup(
         # the config's validation (pipeline_lib/config.py) and the retry on Delta conflicts
         "pydantic>=2.7,<3",
         "tenacity>=8.2,<10",
+        # the shop's database and the publish target (pipeline_lib/io/postgres.py, docs/postgres.md)
+        "psycopg[binary]>=3.2,<4",
         "numpy>=1.26,<3",
         "pandas>=2.2,<3",
         "pyarrow>=15,<23",
@@ -53,8 +55,7 @@ setup(
             "deltalake==1.6.6",
             # two test processes: Spark on tiny data waits on its driver more than on the CPU
             "pytest-xdist>=3.8,<4",  # --no-loadscope-reorder
-            # tests that load the shop's PostgreSQL tables and publish click events to Kafka
-            "psycopg[binary]>=3.2,<4",
+            # tests that publish click events to Kafka (psycopg is a runtime requirement)
             "confluent-kafka>=2.6,<3",
         ],
         # Publishing to the clicks topic from Python (tools/kafka_broker.py, the generator).

@@ -32,7 +32,13 @@ __all__ = ["ingest", "ingest_source"]
 
 
 def ingest(ctx: JobContext, *, source: str) -> JobResult:
-    """The job ``bronze.<source>``: ingest the new delivery files of ``source``."""
+    """The job ``bronze.<source>``: ingest the new delivery files of ``source``, or, when
+    ``sources.<source>.kind`` is ``jdbc``, extract its table from the shop's database
+    (:mod:`jobs.bronze_db`, docs/postgres.md)."""
+    if ctx.config.sources.is_database(source):
+        from jobs.bronze_db import extract
+
+        return extract(ctx, source=source)
     return ingest_source(ctx, LANDING_SOURCES[source])
 
 

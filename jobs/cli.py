@@ -8,6 +8,7 @@ Examples::
     ecom-pipeline run --layer all --from 2026-03-01 --to 2026-03-07     # backfill, day by day
     ecom-pipeline export-audience winback_email --as-of 2026-03-03 --out winback.csv
     ./spark-submit.sh --master spark://host:7077 -- run --layer all
+    ECOM_PUBLISH_DB_PASSWORD=... ecom-pipeline publish --to postgresql://bi@db:5432/shop
 
 Exit status 0 on success; otherwise non-zero with a one-line reason on stderr.
 """
@@ -65,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument(
         "--no-inventory", action="store_true", help="a shop without stock data: write no inventory source"
+    )
+    generate.add_argument(
+        "--to-postgres",
+        metavar="URL",
+        help="also apply the orders, order_items and customers deliveries, day by day, to tables of "
+        "this database (postgresql://user@host:port/db; the password from $ECOM_SOURCE_DB_PASSWORD, "
+        "$PGPASSWORD or ~/.pgpass)",
     )
 
     run = commands.add_parser("run", help="run pipeline jobs")
@@ -127,6 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
         "hashed as ad platforms expect); the file holds personal data and is outside the lake",
     )
     _config_options(export)
+    publish = commands.add_parser(
+        "publish", help="copy the gold tables into a PostgreSQL schema (each table swapped in atomically)"
+    )
+    publish.add_argument(
+        "--to",
+        metavar="URL",
+        help="postgresql://user@host:port/db (default publish.url or $ECOM_PUBLISH_DB); the password "
+        "from $ECOM_PUBLISH_DB_PASSWORD, $PGPASSWORD or ~/.pgpass, never in the URL",
+    )
+    publish.add_argument("--schema", help="target schema (default publish.schema: gold)")
+    publish.add_argument(
+        "--force", action="store_true", help="publish every table, even those whose version is published"
+    )
+    _config_options(publish)
 
     jobs_cmd = commands.add_parser("jobs", help="list the jobs (the job graph, in run order)")
     jobs_cmd.add_argument("-v", "--verbose", action="store_true", help="also what each job reads and writes")
@@ -164,6 +186,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
         f"in {report.seconds:.1f}s ({clicks_per_second:,.0f} "
         f"click events/s); defects: {dict(report.defects)}"
     )
+    if args.to_postgres:
+        from ecom_generator.postgres import load_into_postgres
+        from pipeline_lib.io.postgres import source_database_at
+
+        with source_database_at(args.to_postgres).connect("ecom-pipeline generate") as connection:
+            loaded = load_into_postgres(
+                report.landing, connection, progress=lambda msg: print(msg, file=sys.stderr, flush=True)
+            )
+        print(
+            f"applied {len(loaded.days)} days to {args.to_postgres} in {loaded.seconds:.1f}s: "
+            f"rows {loaded.rows}, not loadable {loaded.skipped}"
+        )
     return 0
 
 
@@ -275,6 +309,25 @@ def cmd_export_audience(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from jobs.framework import run_job
+    from jobs.publish import PUBLISH_JOB
+    from pipeline_lib.ops.context import JobContext, new_run_id
+    from pipeline_lib.session import build_spark_session
+
+    if args.to:
+        args.set.append(f"publish.url={args.to}")
+    if args.schema:
+        args.set.append(f"publish.schema={args.schema}")
+    config = load_cli_config(args)
+    spark = build_spark_session(config.spark, app_name=f"{config.spark.app_name} publish")
+    ctx = JobContext(spark=spark, config=config, run_id=new_run_id(), full_refresh=args.force)
+    result = run_job(PUBLISH_JOB, ctx)
+    for table, outcome in result.details.get("tables", {}).items():
+        print(f"{table:24} {outcome}")
+    return 0
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     from jobs.graph import JOB_GRAPH, upstream_jobs
 
@@ -295,6 +348,7 @@ COMMANDS = {
     "maintain": cmd_maintain,
     "forget-customer": cmd_forget_customer,
     "export-audience": cmd_export_audience,
+    "publish": cmd_publish,
     "jobs": cmd_jobs,
 }
 

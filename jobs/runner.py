@@ -221,6 +221,8 @@ def observe_inputs(spec: JobSpec, config: PipelineConfig, as_of: dt.date | None)
     try:
         for name in spec.inputs:
             layer, _, table = name.partition(".")
+            if layer == LANDING and config.sources.is_database(table):
+                return None  # the shop's database: only an extract can tell what changed
             if layer == LANDING:
                 facts[name] = landing_digest(config.paths.landing, table, as_of)
             else:

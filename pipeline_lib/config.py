@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -58,7 +59,17 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 ENV_PREFIX = "ECOM__"
-ROOT_ENV_VARS = {"ECOM_LANDING": ("paths", "landing"), "ECOM_LAKE": ("paths", "lake")}
+ROOT_ENV_VARS = {
+    "ECOM_LANDING": ("paths", "landing"),
+    "ECOM_LAKE": ("paths", "lake"),
+    "ECOM_PUBLISH_DB": ("publish", "url"),
+}
+# postgresql://user@host:port/db: orders, order_items and customers are read from it (jdbc).
+SOURCE_DB_ENV = "ECOM_SOURCE_DB"
+PUBLISH_DB_ENV = "ECOM_PUBLISH_DB"
+# The sources that may be read from the shop's database instead of landing files.
+DATABASE_SOURCES = ("orders", "order_items", "customers")
+SourceKind = Literal["files", "jdbc"]
 RuleKind = Literal["row", "unique", "reference", "time_window"]
 RuleAction = Literal["flag", "quarantine", "fail"]
 SparkLogLevel = Literal["ALL", "DEBUG", "ERROR", "FATAL", "INFO", "OFF", "TRACE", "WARN"]
@@ -369,6 +380,132 @@ class MaintenanceConfig:
     allow_unsafe_retention: StrictBool = False
 
 
+# --- The shop's database in, gold out (issue 22, docs/postgres.md) ---------------------------
+_SQL_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatabaseUrl:
+    """A ``postgresql://user@host:port/db[?params]`` URL, parsed; it never holds a password."""
+
+    user: str | None
+    host: str
+    port: int
+    database: str
+    query: str = ""
+
+    def __str__(self) -> str:
+        """The URL as given (without a password), for messages and lineage."""
+        user = f"{self.user}@" if self.user else ""
+        query = f"?{self.query}" if self.query else ""
+        return f"postgresql://{user}{self.host}:{self.port}/{self.database}{query}"
+
+    @property
+    def location(self) -> str:
+        """``postgresql://host:port/db``: where the data lives, without user or parameters."""
+        return f"postgresql://{self.host}:{self.port}/{self.database}"
+
+
+class DatabaseUrlError(ValueError):
+    """A database URL that is not ``postgresql://user@host:port/db``, or that holds a password."""
+
+
+def parse_database_url(text: str) -> DatabaseUrl:
+    """Parse ``postgresql://user@host:port/db[?params]`` (``postgres://`` too).
+
+    Raises:
+        DatabaseUrlError: Another scheme, no host or database, a bad port, or a password in
+            the URL (the message then never repeats the URL).
+    """
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(text.strip())
+    if parts.password is not None:
+        raise DatabaseUrlError(
+            "the URL holds a password: leave it out and set it in the environment "
+            f"({SOURCE_DB_ENV}_PASSWORD or {PUBLISH_DB_ENV}_PASSWORD, PGPASSWORD) or in ~/.pgpass"
+        )
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise DatabaseUrlError(f"{text!r} is not a postgresql://user@host:port/db URL")
+    try:
+        port = parts.port or 5432
+    except ValueError as err:
+        raise DatabaseUrlError(f"{text!r}: the port is not a number") from err
+    database = unquote(parts.path.lstrip("/"))
+    if not parts.hostname or not database or "/" in database:
+        raise DatabaseUrlError(f"{text!r}: expected postgresql://user@host:port/database")
+    user = unquote(parts.username) if parts.username else None
+    return DatabaseUrl(user=user, host=parts.hostname, port=port, database=database, query=parts.query)
+
+
+def _database_url(text: str | None) -> str | None:
+    if text is not None:
+        parse_database_url(text)  # DatabaseUrlError is a ValueError: pydantic reports it
+    return text
+
+
+@dataclass(frozen=True, config=_RECORD)
+class SourceTable:
+    """Where one source is read from: landing ``files`` or a database table (``jdbc``)."""
+
+    kind: SourceKind = "files"
+    table: str | None = Field(
+        default=None,
+        pattern=rf"^{_SQL_NAME}(\.{_SQL_NAME})?$",
+        description="[schema.]table of plain SQL names",
+    )
+    fetch_size: StrictInt = Field(default=10_000, ge=1, description="at least 1 row")
+    partitions: StrictInt = Field(default=4, ge=1, le=64, description="between 1 and 64 parallel reads")
+
+
+@dataclass(frozen=True, config=_RECORD)
+class SourcesConfig:
+    """The shop's database, for the sources of :data:`DATABASE_SOURCES` whose kind is ``jdbc``.
+
+    ``ECOM_SOURCE_DB`` sets ``url`` and every such source's kind to ``jdbc``.
+    """
+
+    url: Annotated[str | None, AfterValidator(_database_url)] = None
+    overlap_seconds: StrictInt = Field(default=3600, ge=0, description="seconds, not negative")
+    safety_lag_seconds: StrictInt = Field(default=60, ge=0, description="seconds, not negative")
+    orders: SourceTable = Field(default_factory=SourceTable)
+    order_items: SourceTable = Field(default_factory=SourceTable)
+    customers: SourceTable = Field(default_factory=SourceTable)
+
+    @model_validator(mode="after")
+    def _url_for_jdbc(self) -> SourcesConfig:
+        jdbc = [name for name in DATABASE_SOURCES if getattr(self, name).kind == "jdbc"]
+        if jdbc and not self.url:
+            raise ValueError(
+                f"{', '.join(jdbc)} read with jdbc need a database: set {SOURCE_DB_ENV} or sources.url"
+            )
+        return self
+
+    def of(self, source: str) -> SourceTable | None:
+        """The settings of ``source``; None for a source always read from files."""
+        return getattr(self, source) if source in DATABASE_SOURCES else None
+
+    def is_database(self, source: str) -> bool:
+        """True when bronze reads ``source`` from the database."""
+        settings = self.of(source)
+        return settings is not None and settings.kind == "jdbc"
+
+    def table_of(self, source: str) -> str:
+        """The ``[schema.]table`` ``source`` is read from (its own name by default)."""
+        settings = self.of(source)
+        return (settings.table if settings is not None else None) or source
+
+
+@dataclass(frozen=True, config=_RECORD)
+class PublishConfig:
+    """Where ``ecom-pipeline publish`` copies the gold tables (docs/postgres.md)."""
+
+    url: Annotated[str | None, AfterValidator(_database_url)] = None
+    schema: str = Field(default="gold", pattern=rf"^{_SQL_NAME}$", description="a plain SQL name")
+    batch_size: StrictInt = Field(default=5000, ge=1, description="at least 1 row")
+    partitions: StrictInt = Field(default=2, ge=1, le=64, description="between 1 and 64 connections")
+
+
 @dataclass(frozen=True, config=_RECORD)
 class PipelineConfig:
     """The whole effective configuration of one process."""
@@ -384,6 +521,8 @@ class PipelineConfig:
     maintenance: MaintenanceConfig
     campaigns: CampaignsConfig = Field(default_factory=CampaignsConfig)
     stock: StockConfig = Field(default_factory=StockConfig)
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
 
     def fingerprint(self) -> str:
         """A short SHA-256 of the effective config, recorded with every run."""
@@ -394,7 +533,8 @@ class PipelineConfig:
         """A short SHA-256 of the settings that decide what the tables hold: all but where the
         lake and landing are (``paths``) and how Spark runs (``spark``). A job whose inputs and
         these settings have not changed has nothing to do (:mod:`jobs.runner`)."""
-        settings = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("paths", "spark", "env")}
+        ignored = ("paths", "spark", "env", "publish")  # publish: where gold goes, not what it holds
+        settings = {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
         payload = json.dumps(settings, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -415,6 +555,8 @@ SECTIONS: dict[str, type] = {
     "maintenance": MaintenanceConfig,
     "campaigns": CampaignsConfig,
     "stock": StockConfig,
+    "sources": SourcesConfig,
+    "publish": PublishConfig,
 }
 _CONFIG = TypeAdapter(PipelineConfig)
 
@@ -518,6 +660,9 @@ def _env_layers(environ: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
         for var, (section, key) in ROOT_ENV_VARS.items()
         if environ.get(var)
     ]
+    if environ.get(SOURCE_DB_ENV):  # the shop's database: orders, order_items, customers from it
+        jdbc: dict[str, Any] = {name: {"kind": "jdbc"} for name in DATABASE_SOURCES}
+        layers.append((SOURCE_DB_ENV, {"sources": {"url": environ[SOURCE_DB_ENV], **jdbc}}))
     scoped: list[tuple[int, str, dict[str, Any]]] = []
     for var, raw in environ.items():
         if not var.startswith(ENV_PREFIX):

@@ -145,3 +145,12 @@ LANDING_SOURCES: dict[str, LandingSource] = {
         ),
     )
 }
+
+
+# The key of each source that may come from the shop's database (docs/postgres.md): parallel
+# JDBC reads split a window by its hash.
+SOURCE_KEYS: dict[str, tuple[str, ...]] = {
+    "orders": ("order_id",),
+    "order_items": ("order_id", "line_no"),
+    "customers": ("customer_id",),
+}
