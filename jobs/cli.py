@@ -6,6 +6,7 @@ Examples::
     ecom-pipeline run --layer all
     ecom-pipeline run --layer silver --job orders --lake /data/lake
     ecom-pipeline run --layer all --from 2026-03-01 --to 2026-03-07     # backfill, day by day
+    ecom-pipeline recommend --customer-id C0000042                     # a customer's list, from gold
     ./spark-submit.sh --master spark://host:7077 -- run --layer all
 
 Exit status 0 on success; otherwise non-zero with a one-line reason on stderr.
@@ -108,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not vacuum now: older table versions keep the data until the next `maintain`",
     )
     _config_options(forget)
+
+    recommend = commands.add_parser(
+        "recommend", help="print a customer's current recommendations with their reasons (reads gold only)"
+    )
+    recommend.add_argument("--customer-id", required=True, help="the customer_id")
+    recommend.add_argument(
+        "--as-of", type=_date, help="the list of an earlier as-of date (default: the latest one)"
+    )
+    _config_options(recommend)
 
     jobs_cmd = commands.add_parser("jobs", help="list the jobs (the job graph, in run order)")
     jobs_cmd.add_argument("-v", "--verbose", action="store_true", help="also what each job reads and writes")
@@ -234,6 +244,17 @@ def cmd_forget_customer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from jobs.recommend import print_recommendations
+    from pipeline_lib.session import build_spark_session
+
+    config = load_cli_config(args)
+    print_recommendations(
+        build_spark_session(config.spark), config.paths.lake, args.customer_id, as_of=args.as_of
+    )
+    return 0
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     from jobs.graph import JOB_GRAPH, upstream_jobs
 
@@ -253,6 +274,7 @@ COMMANDS = {
     "status": cmd_status,
     "maintain": cmd_maintain,
     "forget-customer": cmd_forget_customer,
+    "recommend": cmd_recommend,
     "jobs": cmd_jobs,
 }
 

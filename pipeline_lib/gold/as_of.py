@@ -1,11 +1,11 @@
 """Gold tables computed as of a date: one partition per as-of date, replaced only when it changes.
 
-The steps the as-of jobs (``jobs.gold_aggregates``) are made of: read silver pinned at its
-current versions, resolve the as-of date (``--as-of``, else the latest order date bounded by
-the latest delivery), fingerprint the inputs (silver versions, ``--as-of``, settings, code),
-skip when the table's latest commit wrote that very fingerprint, else build the rows and
-replace the ``as_of_date`` partition (Delta ``replaceWhere``) unless it already holds them.
-See ``docs/segments_and_popularity.md``.
+The steps the as-of jobs (``jobs.gold_aggregates``, ``jobs.gold_recommendations``) are made of:
+read silver pinned at its current versions, resolve the as-of date (``--as-of``, else the
+latest order date bounded by the latest delivery), fingerprint the inputs (silver versions,
+``--as-of``, settings, code), skip when the table's latest commit wrote that very fingerprint,
+else build the rows and replace the ``as_of_date`` partition (Delta ``replaceWhere``) unless it
+already holds them. See ``docs/segments_and_popularity.md``.
 """
 
 from __future__ import annotations
@@ -66,25 +66,29 @@ def read_silver(ctx: JobContext, tables: Sequence[str]) -> tuple[dict[str, DataF
 
 
 @functools.cache
-def _code_digest() -> str:
-    sources = (inspect.getsource(importlib.import_module(name)) for name in _CODE_MODULES)
+def _code_digest(modules: tuple[str, ...] = _CODE_MODULES) -> str:
+    sources = (inspect.getsource(importlib.import_module(name)) for name in modules)
     return hashlib.sha256("\0".join(sources).encode()).hexdigest()
 
 
 def inputs_fingerprint(
-    versions: Mapping[str, int], as_of: dt.date | None, settings: Mapping[str, Any]
+    versions: Mapping[str, int],
+    as_of: dt.date | None,
+    settings: Mapping[str, Any],
+    *,
+    code_modules: tuple[str, ...] = _CODE_MODULES,
 ) -> str:
     """A digest of everything an as-of partition is computed from.
 
     The silver versions read, the ``--as-of`` asked (None: the latest order date, itself a
     function of silver.orders), the job's settings and the source of the code that computes
-    the rows (:data:`_CODE_MODULES`).
+    the rows (``code_modules``: by default the aggregates' :data:`_CODE_MODULES`).
     """
     document = {
         "silver": dict(versions),
         "as_of": None if as_of is None else as_of.isoformat(),
         "settings": settings,
-        "code": _code_digest(),
+        "code": _code_digest(code_modules),
     }
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
 

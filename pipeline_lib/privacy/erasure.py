@@ -73,6 +73,7 @@ CUSTOMER_TABLES = frozenset(
         "quarantine.customers",
         "gold.dim_customer",
         "gold.customer_segments",
+        "gold.recommendations",  # a customer's list is about them alone
     }
 )
 # Columns of an activity row (an order, an event) that describe the customer: nulled with the id.

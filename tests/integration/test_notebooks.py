@@ -2,7 +2,7 @@
 
 Each notebook is executed in a ``python3`` kernel of this interpreter, pointed by
 ``$ECOM_LAKE`` at the session's reference lake (generated data through every job,
-tests/conftest.py). The four share one kernel, each starting from an empty namespace
+tests/conftest.py). They share one kernel, each starting from an empty namespace
 (``%reset -f``): a notebook that used a name it did not define fails as in a fresh kernel,
 and only the first pays for starting Spark's JVM (~30 s on two busy cores). The committed
 notebooks themselves must carry no outputs (checked without Spark).
@@ -28,6 +28,7 @@ EXPECTED_NOTEBOOKS = {
     "02_customer_segments.ipynb",
     "03_product_popularity.ipynb",
     "04_data_quality_and_operations.ipynb",
+    "05_recommendations.ipynb",
 }
 # The gold tables each notebook is about: on a lake the pipeline built, none may be reported missing.
 GOLD_TABLES_USED = {
@@ -35,6 +36,7 @@ GOLD_TABLES_USED = {
     "02_customer_segments.ipynb": ["gold.customer_segments"],
     "03_product_popularity.ipynb": ["gold.product_popularity", "gold.dim_product", "gold.fact_sessions"],
     "04_data_quality_and_operations.ipynb": ["ops.pipeline_runs", "ops.ingested_files"],
+    "05_recommendations.ipynb": ["gold.recommendation_metrics", "gold.recommendations", "gold.dim_product"],
 }
 CELL_TIMEOUT_S = 300
 
