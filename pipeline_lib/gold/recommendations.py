@@ -1053,6 +1053,9 @@ def evaluate_recommendations(
     * ``co_purchase``: the co-purchase list, filled by the popularity fallback;
     * ``popularity``: the popularity fallback alone (the baseline to beat).
 
+    Runs one Spark job (is anybody to test?); when nobody bought in the holdout, the rows come
+    without building any candidate or training the model.
+
     Args: as :func:`recommendations`, plus ``holdout_days`` (days held out for the test).
 
     Returns:
@@ -1067,6 +1070,8 @@ def evaluate_recommendations(
         raise RecommendationArgumentError(f"holdout_days must be at least 1, got {holdout_days}")
     train_end = as_of - dt.timedelta(days=holdout_days)
     relevant = holdout_purchases(inputs.orders, order_items=inputs.order_items, after=train_end, as_of=as_of)
+    if relevant.isEmpty():  # nobody to test: the rows the full evaluation gives, without training
+        return _metrics_without_test_users(inputs.orders, as_of=as_of, train_end=train_end, k=top_n)
     training = RecommendationInputs(
         clicks=inputs.clicks.where(F.col("event_date") <= F.lit(train_end)),
         orders=inputs.orders.where(F.col("order_date") <= F.lit(train_end)),
@@ -1107,6 +1112,22 @@ def evaluate_recommendations(
         metrics = metrics.unionByName(row)
     return metrics.withColumns({"as_of_date": F.lit(as_of), "train_end_date": F.lit(train_end)}).transform(
         conform_to, RECOMMENDATION_METRICS_TABLE_SCHEMA
+    )
+
+
+def _metrics_without_test_users(
+    orders: DataFrame, *, as_of: dt.date, train_end: dt.date, k: int
+) -> DataFrame:
+    """The metrics rows of a date nobody bought after ``train_end``: null measures, no user."""
+    rows = [(method, k, None, None, None, None, 0, 0) for method in METHODS]
+    schema = (
+        "method string, k int, precision_at_k double, recall_at_k double, ndcg_at_k double, "
+        "coverage double, test_users long, users_scored long"
+    )
+    return (
+        orders.sparkSession.createDataFrame(rows, schema)
+        .withColumns({"as_of_date": F.lit(as_of), "train_end_date": F.lit(train_end)})
+        .transform(conform_to, RECOMMENDATION_METRICS_TABLE_SCHEMA)
     )
 
 

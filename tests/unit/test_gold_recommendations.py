@@ -615,3 +615,19 @@ def test_the_evaluation_reports_three_methods_trained_before_the_holdout(spark: 
     assert rows["model"]["users_scored"] == 12
     with pytest.raises(RecommendationArgumentError, match="holdout_days"):
         evaluate_recommendations(inputs, as_of=AS_OF, holdout_days=0, **SETTINGS)
+
+
+def test_a_date_nobody_bought_after_the_cut_has_null_measures_and_no_user(spark: SparkSession) -> None:
+    inputs = shop_inputs(spark)  # purchases on the 20th and the 30th only
+
+    actual = evaluate_recommendations(inputs, as_of=D(2024, 1, 29), holdout_days=1, **SETTINGS)
+
+    assert [(f.name, f.dataType) for f in actual.schema] == [
+        (f.name, f.dataType) for f in RECOMMENDATION_METRICS_TABLE_SCHEMA
+    ]
+    rows = sorted(actual.collect(), key=lambda row: row["method"])
+    assert [r["method"] for r in rows] == ["co_purchase", "model", "popularity"]
+    for row in rows:
+        assert (row["as_of_date"], row["train_end_date"], row["k"]) == (D(2024, 1, 29), D(2024, 1, 28), 3)
+        assert (row["test_users"], row["users_scored"]) == (0, 0)
+        assert [row[m] for m in ("precision_at_k", "recall_at_k", "ndcg_at_k", "coverage")] == [None] * 4
