@@ -296,7 +296,7 @@ class AlsSettings:
 
     rank: _AtLeastOne = 8
     reg_param: _Weight = 0.1
-    alpha: _Positive = 10.0
+    alpha: _Positive = 1.0
     max_iter: _AtLeastOne = 5
     seed: StrictInt = Field(default=42, ge=0, description="a seed, not negative")
     # One block of users and one of items: the result is then the same whatever Spark's
