@@ -1053,8 +1053,9 @@ def evaluate_recommendations(
     * ``co_purchase``: the co-purchase list, filled by the popularity fallback;
     * ``popularity``: the popularity fallback alone (the baseline to beat).
 
-    Runs one Spark job (is anybody to test?); when nobody bought in the holdout, the rows come
-    without building any candidate or training the model.
+    Runs one Spark job (is anybody to test?); when no customer who had a list at the cut
+    bought after it (a lake younger than the holdout, a quiet week), the rows come without
+    building any candidate or training the model.
 
     Args: as :func:`recommendations`, plus ``holdout_days`` (days held out for the test).
 
@@ -1070,8 +1071,6 @@ def evaluate_recommendations(
         raise RecommendationArgumentError(f"holdout_days must be at least 1, got {holdout_days}")
     train_end = as_of - dt.timedelta(days=holdout_days)
     relevant = holdout_purchases(inputs.orders, order_items=inputs.order_items, after=train_end, as_of=as_of)
-    if relevant.isEmpty():  # nobody to test: the rows the full evaluation gives, without training
-        return _metrics_without_test_users(inputs.orders, as_of=as_of, train_end=train_end, k=top_n)
     training = RecommendationInputs(
         clicks=inputs.clicks.where(F.col("event_date") <= F.lit(train_end)),
         orders=inputs.orders.where(F.col("order_date") <= F.lit(train_end)),
@@ -1079,6 +1078,11 @@ def evaluate_recommendations(
         products=inputs.products,
         customers=inputs.customers,
     )
+    test_users = list_population(training.clicks, orders=training.orders, as_of=train_end).join(
+        relevant, on="customer_id", how="left_semi"
+    )
+    if test_users.isEmpty():  # nobody to test: the rows the full evaluation gives, without training
+        return _metrics_without_test_users(inputs.orders, as_of=as_of, train_end=train_end, k=top_n)
     candidates = _candidates_as_of(
         training,
         as_of=train_end,

@@ -631,3 +631,14 @@ def test_a_date_nobody_bought_after_the_cut_has_null_measures_and_no_user(spark:
         assert (row["as_of_date"], row["train_end_date"], row["k"]) == (D(2024, 1, 29), D(2024, 1, 28), 3)
         assert (row["test_users"], row["users_scored"]) == (0, 0)
         assert [row[m] for m in ("precision_at_k", "recall_at_k", "ndcg_at_k", "coverage")] == [None] * 4
+
+
+def test_a_lake_younger_than_the_holdout_has_no_test_user(spark: SparkSession) -> None:
+    inputs = shop_inputs(spark)  # nothing before the 20th: nobody had a list at the cut
+
+    actual = evaluate_recommendations(inputs, as_of=D(2024, 1, 30), holdout_days=20, **SETTINGS)
+
+    rows = actual.collect()
+    assert len(rows) == 3 and {(r["test_users"], r["users_scored"], r["ndcg_at_k"]) for r in rows} == {
+        (0, 0, None)
+    }
