@@ -55,6 +55,7 @@ class Catalogue:
     Attributes:
         product_ids: ``P000001``... per product.
         leaf: Index into the category leaves per product.
+        brand: Brand per product, an index unique across root categories.
         popularity: Relative view/purchase weight per product.
         listed_day: First day the product is in a snapshot (``-1``: before the run).
         delisted_day: First day it is missing again (``days`` or more: never during the run).
@@ -65,6 +66,7 @@ class Catalogue:
 
     product_ids: pa.StringArray
     leaf: np.ndarray
+    brand: np.ndarray
     popularity: np.ndarray
     listed_day: np.ndarray
     delisted_day: np.ndarray
@@ -204,6 +206,9 @@ def build_catalogue(rng: np.random.Generator, calendar: DeliveryCalendar, produc
 
     brand_pools = {root: list(_vocab.BRANDS[root]) for root in _ROOTS}
     brand_index = (keys % np.uint64(64)).astype(np.int64)
+    pool_size = np.array([len(brand_pools[root]) for root in _ROOTS])
+    pool_start = np.concatenate([[0], np.cumsum(pool_size)[:-1]])
+    brand_number = pool_start[roots] + brand_index % pool_size[roots]
     brand = scatter(
         products,
         [
@@ -245,6 +250,7 @@ def build_catalogue(rng: np.random.Generator, calendar: DeliveryCalendar, produc
     return Catalogue(
         product_ids=product_ids,
         leaf=leaf,
+        brand=brand_number,
         popularity=popularity,
         listed_day=listed_day,
         delisted_day=delisted_day,

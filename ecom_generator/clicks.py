@@ -37,6 +37,7 @@ from ecom_generator.catalogue import Catalogue, sample_products
 from ecom_generator.customers import Customers, sample_countries
 from ecom_generator.fx import CURRENCIES
 from ecom_generator.seasonality import DeliveryCalendar, sample_local_ms
+from ecom_generator.tastes import Tastes
 
 EVENT_TYPES: tuple[str, ...] = (
     "page_view",
@@ -183,6 +184,8 @@ def simulate_clicks(
     ghost_rate: float,
     hours: np.ndarray | None = None,
     batch: int = 0,
+    tastes: Tastes | None = None,
+    taste_rng: np.random.Generator | None = None,
 ) -> DayClicks:
     """Simulate one day of sessions walking the funnel.
 
@@ -201,6 +204,8 @@ def simulate_clicks(
         hours: Local hours (a mask over 0-23) the sessions start in; all hours by default.
             Big days are simulated in several batches of hours to bound memory.
         batch: Number of the batch within the day (part of the id salts).
+        tastes: Customers' tastes and bundles; None draws every product from overall popularity.
+        taste_rng: The tastes' own random stream of the batch (with ``tastes``).
 
     Returns:
         The day's sessions and events.
@@ -298,6 +303,15 @@ def simulate_clicks(
         PURCHASE,
     )
     product = sample_products(rng, catalogue, sellable, total)
+    if tastes is not None and taste_rng is not None:
+        product = tastes.personalise(
+            taste_rng,
+            catalogue,
+            sellable,
+            product=product,
+            customer=customer[session_of],
+            previous=np.where(pos > 0, np.arange(total) - 1, -1),
+        )
     quantity = np.zeros(total, dtype=np.int64)
     in_cart = event_type == ADD_TO_CART
     # Cart item j is the product viewed at position 1 + j; removals take the last items back;

@@ -49,6 +49,7 @@ from ecom_generator.orders import (
 )
 from ecom_generator.scale import MEAN_EVENTS_PER_SESSION, shop_size
 from ecom_generator.seasonality import build_calendar, hour_windows
+from ecom_generator.tastes import build_tastes
 from ecom_generator.writers import JsonLinesWriter, delivery_dir, write_csv, write_empty
 
 SOURCES: tuple[str, ...] = (
@@ -168,6 +169,7 @@ class _Run:
             self.size.new_customer_share,
             self.size.ghost_customers,
         )
+        self.tastes = build_tastes(self.streams.rng("tastes"), self.catalogue, self.customers.size)
         self.visitors = build_visitors(self.streams.rng("visitors"), self.size.visitors)
         # Its own streams: the other sources' bytes do not depend on whether stock is generated.
         self.inventory = (
@@ -206,6 +208,7 @@ class _Run:
         orders_before = self.book.size
         self.catalogue.advance(self.streams.rng("catalogue", day.index), self.calendar, day.index)
         changed = self.customers.advance(self.streams.rng("customers", day.index), self.calendar, day.index)
+        self.tastes.drift(self.streams.rng("taste-drift", day.index), self.catalogue)
         hourly = self.calendar.hourly(day.index)
         day_events = self.size.target_events * self.calendar.weights[day.index]
         compress = (day.index + 1) % PLAIN_CLICKS_EVERY != 0
@@ -227,6 +230,8 @@ class _Run:
                     ghost_rate=self.defect_rate,
                     hours=hours,
                     batch=batch,
+                    tastes=self.tastes,
+                    taste_rng=self.streams.rng("tastes", day.index, batch),
                 )
                 order_of_session = self.create_orders(day, batch, clicks, hours, defect_rng)
                 self.write_clicks(writer, day, clicks, order_of_session, defect_rng)
@@ -277,6 +282,8 @@ class _Run:
             eur_per_unit=eur_per_unit,
             ghost_rate=self.defect_rate,
             hours=hours,
+            tastes=self.tastes,
+            taste_rng=self.streams.rng("taste-orders", day.index, batch),
         )
         self.ledger["customer_not_in_crm"] += clicks.ghost_sessions + offline_ghosts
         first_line = self.book.lines["product"].size

@@ -53,6 +53,7 @@ from ecom_generator.customers import (
 )
 from ecom_generator.fx import CURRENCIES
 from ecom_generator.seasonality import HOURLY_STORE, HOURLY_WEEKDAY, DeliveryCalendar, sample_local_ms
+from ecom_generator.tastes import Tastes
 
 STATUSES: tuple[str, ...] = ("created", "paid", "shipped", "delivered", "cancelled", "returned")
 CREATED, PAID, SHIPPED, DELIVERED, CANCELLED, RETURNED = range(6)
@@ -202,10 +203,14 @@ def offline_orders(
     eur_per_unit: np.ndarray,
     ghost_rate: float,
     hours: np.ndarray | None = None,
+    tastes: Tastes | None = None,
+    taste_rng: np.random.Generator | None = None,
 ) -> tuple[NewOrders, int]:
     """Marketplace and store orders of a day (stores are closed on Sundays).
 
-    ``hours`` (a mask over the local hours) limits the orders to a batch of the day.
+    ``hours`` (a mask over the local hours) limits the orders to a batch of the day. With
+    ``tastes`` (and their own random stream ``taste_rng``), registered customers' lines
+    follow their tastes as their clicks do.
 
     Returns:
         The orders and how many of them were given a customer missing from the CRM.
@@ -250,6 +255,10 @@ def offline_orders(
     lines_per_order = np.minimum(rng.geometric(0.55, size=count), 6)
     line_order = np.repeat(np.arange(count), lines_per_order)
     product = sample_products(rng, catalogue, sellable, len(line_order))
+    if tastes is not None and taste_rng is not None:
+        product = tastes.personalise(
+            taste_rng, catalogue, sellable, product=product, customer=customer[line_order]
+        )
     quantity = rng.choice([1, 2, 3], size=len(line_order), p=[0.85, 0.11, 0.04])
     currency = COUNTRY_CURRENCY[country]
     unit = np.round(catalogue.price_cents[product] / eur_per_unit[currency[line_order]]).astype(np.int64)

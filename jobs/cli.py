@@ -7,6 +7,7 @@ Examples::
     ecom-pipeline run --layer silver --job orders --lake /data/lake
     ecom-pipeline run --layer all --from 2026-03-01 --to 2026-03-07     # backfill, day by day
     ecom-pipeline export-audience winback_email --as-of 2026-03-03 --out winback.csv
+    ecom-pipeline recommend --customer-id C0000042                     # a customer's list, from gold
     ./spark-submit.sh --master spark://host:7077 -- run --layer all
     ECOM_PUBLISH_DB_PASSWORD=... ecom-pipeline publish --to postgresql://bi@db:5432/shop
 
@@ -149,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="publish every table, even those whose version is published"
     )
     _config_options(publish)
+    recommend = commands.add_parser(
+        "recommend", help="print a customer's current recommendations with their reasons (reads gold only)"
+    )
+    recommend.add_argument("--customer-id", required=True, help="the customer_id")
+    recommend.add_argument(
+        "--as-of", type=_date, help="the list of an earlier as-of date (default: the latest one)"
+    )
+    _config_options(recommend)
 
     jobs_cmd = commands.add_parser("jobs", help="list the jobs (the job graph, in run order)")
     jobs_cmd.add_argument("-v", "--verbose", action="store_true", help="also what each job reads and writes")
@@ -328,6 +337,17 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from jobs.recommend import print_recommendations
+    from pipeline_lib.session import build_spark_session
+
+    config = load_cli_config(args)
+    print_recommendations(
+        build_spark_session(config.spark), config.paths.lake, args.customer_id, as_of=args.as_of
+    )
+    return 0
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     from jobs.graph import JOB_GRAPH, upstream_jobs
 
@@ -349,6 +369,7 @@ COMMANDS = {
     "forget-customer": cmd_forget_customer,
     "export-audience": cmd_export_audience,
     "publish": cmd_publish,
+    "recommend": cmd_recommend,
     "jobs": cmd_jobs,
 }
 

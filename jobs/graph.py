@@ -98,6 +98,14 @@ def _gold(
     )
 
 
+_RECOMMENDATION_INPUTS = (
+    "silver.orders",
+    "silver.order_items",
+    "silver.clicks",
+    "silver.products",
+    "silver.customers",
+)
+
 # In run order: every job after the jobs that write its inputs (checked by topological_order).
 JOB_GRAPH: tuple[JobSpec, ...] = (
     _bronze("orders", "csv"),
@@ -224,6 +232,27 @@ JOB_GRAPH: tuple[JobSpec, ...] = (
         "jobs.gold_campaigns:build_campaign_results",
         ["silver.orders", "silver.order_items", "silver.customers"],
         "Buyers, orders and revenue per campaign group after the start, with the uplift and its interval.",
+        uses_as_of=True,
+    ),
+    _gold(
+        "product_affinity",
+        "jobs.gold_recommendations:build_product_affinity",
+        ["silver.orders", "silver.order_items", "silver.clicks"],
+        "Products bought together (same order) and viewed together (same session), as of a date.",
+        uses_as_of=True,
+    ),
+    _gold(
+        "recommendations",
+        "jobs.gold_recommendations:build_recommendations",
+        _RECOMMENDATION_INPUTS,
+        "Top products per customer as of a date: ALS model, co-purchase, then popularity.",
+        uses_as_of=True,
+    ),
+    _gold(
+        "recommendation_metrics",
+        "jobs.gold_recommendations:build_recommendation_metrics",
+        _RECOMMENDATION_INPUTS,
+        "Precision, recall, NDCG at k and coverage of the model against its baselines, as of a date.",
         uses_as_of=True,
     ),
 )

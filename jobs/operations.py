@@ -25,6 +25,7 @@ ZORDER_BY = {
     "silver.clicks": ["anonymous_id"],
     "gold.fact_order_lines": ["product_sk"],
     "gold.fact_sessions": ["customer_id"],
+    "gold.recommendations": ["customer_id"],  # `ecom-pipeline recommend` looks one customer up
 }
 
 

@@ -44,6 +44,20 @@ HIGHLIGHTS: dict[str, Callable[[DataFrame], DataFrame]] = {
         )
         .orderBy("window_days", "rank_overall")
     ),
+    "gold.recommendation_metrics": lambda t: (
+        t.where(F.col("as_of_date") == _latest(t, "as_of_date"))
+        .select(
+            "as_of_date",
+            "method",
+            "k",
+            "precision_at_k",
+            "recall_at_k",
+            "ndcg_at_k",
+            "coverage",
+            "test_users",
+        )
+        .orderBy("method")
+    ),
     "gold.fact_sessions": lambda t: t.agg(
         F.count(F.lit(1)).alias("sessions"),
         F.round(F.avg(F.col("converted").cast("double")), 4).alias("conversion_rate"),

@@ -506,6 +506,63 @@ class PublishConfig:
     partitions: StrictInt = Field(default=2, ge=1, le=64, description="between 1 and 64 connections")
 
 
+# Keys of the recommendation jobs (docs/recommendations.md).
+_AtLeastOne = Annotated[StrictInt, Field(ge=1, description="an integer of at least 1")]
+_Weight = Annotated[float, Field(strict=True, ge=0, description="a weight, not negative")]
+_Positive = Annotated[float, Field(strict=True, gt=0, description="a positive number")]
+
+
+@dataclass(frozen=True, config=_RECORD)
+class InteractionWeights:
+    """Implicit-feedback weight of one interaction of each kind (docs/recommendations.md)."""
+
+    view: _Weight = 1.0
+    add_to_cart: _Weight = 3.0
+    purchase: _Weight = 5.0  # one revenue order line
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> InteractionWeights:
+        if not (self.view or self.add_to_cart or self.purchase):
+            raise ValueError("at least one kind of interaction needs a weight above 0")
+        return self
+
+
+@dataclass(frozen=True, config=_RECORD)
+class AlsSettings:
+    """Parameters of ``pyspark.ml.recommendation.ALS`` (implicit preferences).
+
+    The defaults suit the generated shop's size (hundreds of customers and products): a
+    small rank and few iterations train in seconds; a bigger shop raises them in its env file.
+    """
+
+    rank: _AtLeastOne = 8
+    reg_param: _Weight = 0.1
+    alpha: _Positive = 1.0
+    max_iter: _AtLeastOne = 5
+    seed: StrictInt = Field(default=42, ge=0, description="a seed, not negative")
+    # One block of users and one of items: the result is then the same whatever Spark's
+    # partitioning (two blocks sum a user's items in the order their blocks arrive).
+    blocks: _AtLeastOne = 1
+
+
+@dataclass(frozen=True, config=_RECORD)
+class RecommendationsConfig:
+    """The recommendation jobs' settings (docs/recommendations.md)."""
+
+    top_n: StrictInt = Field(default=10, ge=1, le=1000, description="between 1 and 1000 products")
+    window_days: _AtLeastOne = 90
+    weights: InteractionWeights = Field(default_factory=InteractionWeights)
+    recency_half_life_days: _Positive = 30.0
+    min_interactions: _AtLeastOne = 3
+    allow_repeat_purchases: StrictBool = False
+    holdout_days: _AtLeastOne = 7
+    popularity_window_days: _AtLeastOne = 30
+    affinity_top_k: _AtLeastOne = 10
+    affinity_min_pairs: _AtLeastOne = 2
+    affinity_max_basket_products: StrictInt = Field(default=50, ge=2, description="at least 2 products")
+    als: AlsSettings = Field(default_factory=AlsSettings)
+
+
 @dataclass(frozen=True, config=_RECORD)
 class PipelineConfig:
     """The whole effective configuration of one process."""
@@ -519,6 +576,7 @@ class PipelineConfig:
     segments: SegmentsConfig
     privacy: PrivacyConfig
     maintenance: MaintenanceConfig
+    recommendations: RecommendationsConfig
     campaigns: CampaignsConfig = Field(default_factory=CampaignsConfig)
     stock: StockConfig = Field(default_factory=StockConfig)
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
@@ -557,6 +615,7 @@ SECTIONS: dict[str, type] = {
     "stock": StockConfig,
     "sources": SourcesConfig,
     "publish": PublishConfig,
+    "recommendations": RecommendationsConfig,
 }
 _CONFIG = TypeAdapter(PipelineConfig)
 

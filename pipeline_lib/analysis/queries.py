@@ -40,6 +40,7 @@ __all__ = [
     "category_ranking",
     "cover_distribution",
     "current_products",
+    "customer_recommendations",
     "daily_conversion",
     "daily_sales",
     "date_from_key",
@@ -48,10 +49,14 @@ __all__ = [
     "ingest_problems",
     "job_run_summary",
     "latest_value",
+    "most_recommended_products",
     "popularity_snapshot",
     "products_at_risk",
     "quality_failure_rates",
     "quarantine_by_rule",
+    "recommendation_coverage",
+    "recommendation_metrics_trend",
+    "recommendation_source_mix",
     "rfm_grid",
     "run_history",
     "safe_ratio",
@@ -88,6 +93,9 @@ FRESHNESS_COLUMNS: dict[str, str] = {
     "campaign_results": "as_of_date",
     "fact_inventory_daily": "date",
     "stock_signals": "as_of_date",
+    "product_affinity": "as_of_date",
+    "recommendations": "as_of_date",
+    "recommendation_metrics": "as_of_date",
 }
 
 
@@ -406,6 +414,168 @@ def segment_migration(segments: DataFrame, *, from_date: dt.date, to_date: dt.da
         .withColumn("share_of_from", safe_ratio(F.col("customers"), F.sum("customers").over(per_from)))
         .withColumn("stayed", F.col("from_segment") == F.col("to_segment"))
         .orderBy("from_segment", F.desc("customers"), "to_segment")
+    )
+
+
+# --- Recommendations -----------------------------------------------------------------------
+
+
+def recommendation_metrics_trend(metrics: DataFrame) -> DataFrame:
+    """The evaluation of each method over the as-of dates, with the model's gain over popularity.
+
+    Args:
+        metrics: gold.recommendation_metrics (``as_of_date``, ``method``, ``k``,
+            ``precision_at_k``, ``recall_at_k``, ``ndcg_at_k``, ``coverage``, ``test_users``).
+
+    Returns:
+        One row per as-of date and method, ordered by date then method: the columns above
+        plus ``ndcg_vs_popularity`` (the method's NDCG over popularity's on that date, minus
+        1; null when popularity's is 0 or missing).
+    """
+    require_columns(
+        metrics,
+        ["as_of_date", "method", "k", "precision_at_k", "recall_at_k", "ndcg_at_k", "coverage", "test_users"],
+        what="recommendation_metrics_trend",
+    )
+    baseline = metrics.where(F.col("method") == "popularity").select(
+        "as_of_date", F.col("ndcg_at_k").alias("_baseline")
+    )
+    return (
+        metrics.join(baseline, on="as_of_date", how="left")
+        .select(
+            "as_of_date",
+            "method",
+            "k",
+            "precision_at_k",
+            "recall_at_k",
+            "ndcg_at_k",
+            "coverage",
+            "test_users",
+            (safe_ratio("ndcg_at_k", "_baseline") - F.lit(1.0)).alias("ndcg_vs_popularity"),
+        )
+        .orderBy("as_of_date", "method")
+    )
+
+
+def _recommendations_on(recommendations: DataFrame, as_of: dt.date) -> DataFrame:
+    require_columns(
+        recommendations,
+        ["customer_id", "as_of_date", "rank", "product_id", "score", "source"],
+        what="recommendations",
+    )
+    return recommendations.where(F.col("as_of_date") == F.lit(as_of))
+
+
+def customer_recommendations(
+    recommendations: DataFrame, *, products: DataFrame, customer_id: str, as_of: dt.date
+) -> DataFrame:
+    """One customer's list of one as-of date, with the products' names.
+
+    Args:
+        recommendations: gold.recommendations.
+        products: The output of :func:`current_products`.
+        customer_id: The customer.
+        as_of: The as-of date.
+
+    Returns:
+        Their rows ordered by ``rank``: ``rank``, ``product_id``, ``name``, ``brand``,
+        ``category_l1``, ``score``, ``source``, ``reason`` (null when the table has none).
+        Empty when the customer has no list that day.
+    """
+    reason = F.col("reason") if "reason" in recommendations.columns else F.lit(None).cast(T.StringType())
+    return (
+        _recommendations_on(recommendations, as_of)
+        .where(F.col("customer_id") == F.lit(customer_id))
+        .withColumn("reason", reason)
+        .transform(with_product_attributes, products=products)
+        .select("rank", "product_id", "name", "brand", "category_l1", "score", "source", "reason")
+        .orderBy("rank")
+    )
+
+
+def recommendation_source_mix(recommendations: DataFrame, *, as_of: dt.date) -> DataFrame:
+    """Where the lines of one as-of date came from.
+
+    Returns:
+        One row per ``source``: ``lines``, ``customers`` (with at least one line from it),
+        ``first_lines`` (customers whose first product came from it), ``share_of_lines``.
+    """
+    rows = _recommendations_on(recommendations, as_of)
+    return (
+        rows.groupBy("source")
+        .agg(
+            F.count(F.lit(1)).alias("lines"),
+            F.countDistinct("customer_id").alias("customers"),
+            F.count_if(F.col("rank") == 1).alias("first_lines"),
+        )
+        .transform(with_share, value="lines", share="share_of_lines")
+        .orderBy(F.desc("lines"), "source")
+    )
+
+
+def recommendation_coverage(recommendations: DataFrame, *, products: DataFrame, as_of: dt.date) -> DataFrame:
+    """How much of the sellable catalogue the lists of one as-of date show.
+
+    Args:
+        recommendations: gold.recommendations.
+        products: gold.dim_product (``product_id``, ``is_current``, ``is_active``, ``is_delisted``).
+        as_of: The as-of date.
+
+    Returns:
+        One row: ``customers``, ``lines``, ``products_recommended`` (distinct),
+        ``sellable_products`` (current versions active and not delisted), ``coverage``
+        (``products_recommended / sellable_products``, null without sellable products).
+    """
+    require_columns(
+        products, ["product_id", "is_current", "is_active", "is_delisted"], what="recommendation_coverage"
+    )
+    sellable = products.where(
+        F.col("is_current") & F.col("is_active") & ~F.coalesce(F.col("is_delisted"), F.lit(False))
+    ).agg(F.countDistinct("product_id").alias("sellable_products"))
+    return (
+        _recommendations_on(recommendations, as_of)
+        .agg(
+            F.countDistinct("customer_id").alias("customers"),
+            F.count(F.lit(1)).alias("lines"),
+            F.countDistinct("product_id").alias("products_recommended"),
+        )
+        .crossJoin(sellable)
+        .withColumn("coverage", safe_ratio("products_recommended", "sellable_products"))
+    )
+
+
+def most_recommended_products(
+    recommendations: DataFrame, *, products: DataFrame, as_of: dt.date, n: int = 10
+) -> DataFrame:
+    """The products in the most lists of one as-of date (how concentrated the lists are).
+
+    Args:
+        recommendations: gold.recommendations.
+        products: The output of :func:`current_products`.
+        as_of: The as-of date.
+        n: How many products.
+
+    Returns:
+        Up to ``n`` rows by ``lists`` desc, then ``product_id``: ``product_id``, ``name``,
+        ``category_l1``, ``lists`` (customers whose list has it), ``share_of_customers``.
+
+    Raises:
+        AnalyticsArgumentError: ``n`` is below 1.
+    """
+    if n < 1:
+        raise AnalyticsArgumentError(f"most_recommended_products needs n >= 1, got {n}")
+    rows = _recommendations_on(recommendations, as_of)
+    customers = rows.agg(F.countDistinct("customer_id").alias("_customers"))
+    return (
+        rows.groupBy("product_id")
+        .agg(F.countDistinct("customer_id").alias("lists"))
+        .crossJoin(customers)
+        .withColumn("share_of_customers", safe_ratio("lists", "_customers"))
+        .orderBy(F.desc("lists"), "product_id")
+        .limit(n)
+        .transform(with_product_attributes, products=products)
+        .select("product_id", "name", "category_l1", "lists", "share_of_customers")
+        .orderBy(F.desc("lists"), "product_id")
     )
 
 

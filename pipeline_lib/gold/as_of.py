@@ -1,11 +1,11 @@
 """Gold tables computed as of a date: one partition per as-of date, replaced only when it changes.
 
-The steps the as-of jobs (``jobs.gold_aggregates``) are made of: read silver pinned at its
-current versions, resolve the as-of date (``--as-of``, else the latest order date bounded by
-the latest delivery), fingerprint the inputs (silver versions, ``--as-of``, settings, code),
-skip when the table's latest commit wrote that very fingerprint, else build the rows and
-replace the ``as_of_date`` partition (Delta ``replaceWhere``) unless it already holds them.
-See ``docs/segments_and_popularity.md``.
+The steps the as-of jobs (``jobs.gold_aggregates``, ``jobs.gold_recommendations``) are made of:
+read silver pinned at its current versions, resolve the as-of date (``--as-of``, else the
+latest order date bounded by the latest delivery), fingerprint the inputs (silver versions,
+``--as-of``, settings, code), skip when the table's latest commit wrote that very fingerprint,
+else build the rows and replace the ``as_of_date`` partition (Delta ``replaceWhere``) unless it
+already holds them. See ``docs/segments_and_popularity.md``.
 """
 
 from __future__ import annotations

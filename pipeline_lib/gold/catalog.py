@@ -2,7 +2,7 @@
 
 ``ecom-pipeline publish`` (docs/postgres.md) puts a primary key on :data:`GOLD_KEYS` and the
 comments below on the tables and columns it publishes. The texts are those of docs/gold.md,
-docs/segments_and_popularity.md and docs/campaigns_and_stock.md
+docs/segments_and_popularity.md, docs/campaigns_and_stock.md and docs/recommendations.md
 (``tests/unit/test_gold_catalog.py`` checks that the keys and grains here are the documented
 ones); a column without a documented meaning has no
 comment.
@@ -26,6 +26,9 @@ GOLD_KEYS: dict[str, tuple[str, ...]] = {
     "stock_signals": ("product_id", "as_of_date"),
     "campaign_audiences": ("campaign", "as_of_date", "customer_id"),
     "campaign_results": ("campaign", "as_of_date", "group"),
+    "recommendations": ("customer_id", "as_of_date", "rank"),
+    "product_affinity": ("product_id", "other_product_id", "kind", "as_of_date"),
+    "recommendation_metrics": ("as_of_date", "method"),
 }
 
 # docs/gold.md's "grain" column; docs/segments_and_popularity.md for the aggregates.
@@ -43,6 +46,10 @@ TABLE_COMMENTS: dict[str, str] = {
     "stock_signals": "one product as of a date",
     "campaign_audiences": "one member of a campaign as of a date",
     "campaign_results": "one group of a campaign as of a date",
+    # docs/recommendations.md's "Grain" lines.
+    "recommendations": "one customer, rank and as-of date",
+    "product_affinity": "one ordered pair of products, kind and as-of date",
+    "recommendation_metrics": "one method and as-of date",
 }
 
 # Columns whose meaning the docs state, by table ("*" for every table holding the column).

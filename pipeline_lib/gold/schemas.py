@@ -138,6 +138,57 @@ STOCK_SIGNALS_SCHEMA = _schema(  # one product as of a date (windows: stock.shor
     ("lost_sales_units_28d", T.DoubleType()),  # days_out_of_stock_28d * avg_daily_units_28d
 )
 
+# --- Actions: recommendations (built by jobs/gold_recommendations.py) ----------------------
+
+RECOMMENDATIONS_SCHEMA = _schema(  # one customer, rank and as-of date
+    ("customer_id", T.StringType()),
+    ("as_of_date", T.DateType()),
+    ("rank", T.IntegerType()),  # 1 = first shown
+    ("product_id", T.StringType()),
+    ("score", T.DoubleType()),  # the source's own measure (see docs/recommendations.md)
+    ("source", T.StringType()),  # model, co_purchase, popularity
+)
+
+PRODUCT_AFFINITY_SCHEMA = _schema(  # one pair of products, kind and as-of date
+    ("product_id", T.StringType()),
+    ("other_product_id", T.StringType()),
+    ("kind", T.StringType()),  # bought_together (same order), viewed_together (same session)
+    ("as_of_date", T.DateType()),
+    ("support", T.DoubleType()),  # share of the baskets holding both
+    ("confidence", T.DoubleType()),  # share of the baskets holding product_id that hold other_product_id
+    ("lift", T.DoubleType()),  # confidence / share of the baskets holding other_product_id
+)
+
+RECOMMENDATION_METRICS_SCHEMA = _schema(  # one method and as-of date
+    ("as_of_date", T.DateType()),
+    ("method", T.StringType()),  # model, co_purchase, popularity
+    ("k", T.IntegerType()),
+    ("precision_at_k", T.DoubleType()),
+    ("recall_at_k", T.DoubleType()),
+    ("ndcg_at_k", T.DoubleType()),
+    ("coverage", T.DoubleType()),  # share of the sellable catalogue in at least one list
+)
+
+# The tables: the contract's columns, then the extra columns documented in docs/recommendations.md.
+RECOMMENDATIONS_TABLE_SCHEMA = T.StructType(
+    [*RECOMMENDATIONS_SCHEMA.fields, T.StructField("reason", T.StringType(), True)]
+)
+PRODUCT_AFFINITY_TABLE_SCHEMA = T.StructType(
+    [
+        *PRODUCT_AFFINITY_SCHEMA.fields,
+        T.StructField("pair_count", T.LongType(), True),  # baskets holding both
+        T.StructField("rank", T.IntegerType(), True),  # 1..top_k within product_id and kind
+    ]
+)
+RECOMMENDATION_METRICS_TABLE_SCHEMA = T.StructType(
+    [
+        *RECOMMENDATION_METRICS_SCHEMA.fields,
+        T.StructField("train_end_date", T.DateType(), True),  # as_of_date - holdout_days
+        T.StructField("test_users", T.LongType(), True),  # customers evaluated
+        T.StructField("users_scored", T.LongType(), True),  # ... whose list the method itself filled
+    ]
+)
+
 # --- Star schema (built by jobs/gold.py) ---------------------------------------------------
 
 DIM_DATE_SCHEMA = _schema(  # one calendar day
@@ -269,9 +320,10 @@ GOLD_SCHEMAS: dict[str, T.StructType] = {
     "campaign_results": CAMPAIGN_RESULTS_SCHEMA,
     "fact_inventory_daily": FACT_INVENTORY_DAILY_SCHEMA,
     "stock_signals": STOCK_SIGNALS_SCHEMA,
+    "recommendations": RECOMMENDATIONS_SCHEMA,
+    "product_affinity": PRODUCT_AFFINITY_SCHEMA,
+    "recommendation_metrics": RECOMMENDATION_METRICS_SCHEMA,
 }
-
-# Personal data of silver.customers that must never appear in a gold table.
 
 
 def conform_to(df: DataFrame, schema: T.StructType) -> DataFrame:

@@ -74,6 +74,7 @@ CUSTOMER_TABLES = frozenset(
         "gold.dim_customer",
         "gold.customer_segments",
         "gold.campaign_audiences",  # a member row is the customer (in every as-of date)
+        "gold.recommendations",  # a customer's list is about them alone
     }
 )
 # Columns of an activity row (an order, an event) that describe the customer: nulled with the id.

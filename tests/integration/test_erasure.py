@@ -375,6 +375,15 @@ def test_segments_no_longer_list_the_customer(spark, erased):
     )
 
 
+def test_recommendations_no_longer_list_the_customer(spark, erased):
+    before = gold(spark, erased.reference, "recommendations")
+    after = gold(spark, erased.config, "recommendations")
+    theirs = F.col("customer_id") == erased.customer.customer_id
+    assert before.where(theirs).count() > 0
+    assert after.where(theirs).isEmpty()
+    assert after.count() == before.count() - before.where(theirs).count()  # the others' lists stay
+
+
 def test_the_audit_row_names_a_key_not_the_customer(spark, erased):
     rows = read_table(spark, table_path(erased.config.paths.lake, "ops", ERASURES_TABLE)).collect()
     done = [r for r in rows if r["status"] == "done"]

@@ -29,6 +29,7 @@ EXPECTED_NOTEBOOKS = {
     "03_product_popularity.ipynb",
     "04_data_quality_and_operations.ipynb",
     "06_campaigns_and_stock.ipynb",
+    "05_recommendations.ipynb",
 }
 # The gold tables each notebook is about: on a lake the pipeline built, none may be reported missing.
 GOLD_TABLES_USED = {
@@ -42,6 +43,7 @@ GOLD_TABLES_USED = {
         "gold.stock_signals",
         "gold.fact_inventory_daily",
     ],
+    "05_recommendations.ipynb": ["gold.recommendation_metrics", "gold.recommendations", "gold.dim_product"],
 }
 CELL_TIMEOUT_S = 300
 

@@ -109,6 +109,25 @@ GOLD_CONTRACT = {
         "rank_in_category",
         "rank_overall",
     ],
+    "recommendations": ["customer_id", "as_of_date", "rank", "product_id", "score", "source"],
+    "product_affinity": [
+        "product_id",
+        "other_product_id",
+        "kind",
+        "as_of_date",
+        "support",
+        "confidence",
+        "lift",
+    ],
+    "recommendation_metrics": [
+        "as_of_date",
+        "method",
+        "k",
+        "precision_at_k",
+        "recall_at_k",
+        "ndcg_at_k",
+        "coverage",
+    ],
 }
 NON_REVENUE = ("cancelled", "returned")
 

@@ -62,6 +62,9 @@ GOLD_TABLES = (
     "fact_sessions",
     "customer_segments",
     "product_popularity",
+    "product_affinity",
+    "recommendations",
+    "recommendation_metrics",
 )
 PII_FIELDS = ("email", "first_name", "last_name", "phone")
 MIN_PII_LENGTH = 4  # shorter values ("Li", "Ng") are too common as substrings to mean a leak

@@ -206,6 +206,13 @@ def test_a_value_out_of_range_names_key_range_and_layer(tmp_path, local, environ
         ),
         ("maintenance:\n  vacuum_retention_hours: -1\n", r"vacuum_retention_hours' .*not negative, got -1"),
         ("segments:\n  mapping: [{segment: x}]\n", r"missing key 'segments\.mapping\[0\]\.when'"),
+        ("recommendations:\n  top_n: 0\n", r"recommendations\.top_n' .*between 1 and 1000 products, got 0"),
+        ("recommendations:\n  als: {rank: 0}\n", r"recommendations\.als\.rank' .*at least 1, got 0"),
+        ("recommendations:\n  weights: {view: -1}\n", r"recommendations\.weights\.view' .*not negative"),
+        (
+            "recommendations:\n  weights: {view: 0, add_to_cart: 0, purchase: 0}\n",
+            r"'recommendations\.weights' in .*local\.yaml: at least one kind of interaction",
+        ),
         ("spark: 5\n", r"bad value for 'spark' in .*local\.yaml: expected a mapping, got 5"),
     ],
 )
@@ -385,3 +392,11 @@ def test_campaigns_and_stock_load_with_section_defaults():
 def test_bad_campaigns_and_stock_settings_are_refused(environ, message):
     with pytest.raises(ConfigError, match=message):
         load_config("local", conf_dir=REPO / "conf", environ=environ)
+
+
+def test_recommendation_keys_come_from_nested_environment_variables(tmp_path):
+    conf = make_conf(tmp_path)
+    environ = {"ECOM__RECOMMENDATIONS__ALS__RANK": "4", "ECOM__RECOMMENDATIONS__WEIGHTS__VIEW": "0.5"}
+    config = load_config("local", conf_dir=conf, environ=environ)
+    assert (config.recommendations.als.rank, config.recommendations.weights.view) == (4, 0.5)
+    assert config.recommendations.als.seed == 42 and config.recommendations.top_n == 10

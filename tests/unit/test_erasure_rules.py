@@ -161,6 +161,19 @@ def test_customer_tables_delete_every_row_of_the_customer(spark, needles):
     assert [r["customer_id"] for r in scrubbed(source, plan, needles).collect()] == ["C0000043"]
 
 
+def test_a_customers_recommendations_are_deleted_with_them(spark, needles):
+    source = spark.createDataFrame(
+        [
+            ("C0000042", 1, "P1", "model", "personal model"),
+            ("C0000042", 2, "P2", "co_purchase", "often bought together with P1"),
+            ("C0000043", 1, "P1", "popularity", "popular in the shop"),
+        ],
+        "customer_id string, rank int, product_id string, source string, reason string",
+    )
+    plan = plan_scrub("gold.recommendations", source.schema)
+    assert [r["customer_id"] for r in scrubbed(source, plan, needles).collect()] == ["C0000043"]
+
+
 def test_a_scrubbed_quarantine_row_keeps_the_key_quarantine_would_give_it(spark, needles):
     bronze = spark.createDataFrame(
         [("O1", "C0000042", "Berlin", "f.csv")],

@@ -481,6 +481,82 @@ def test_customers_differ_in_activity(tmp_path: Path) -> None:
     assert (per_customer == 1).sum() >= len(per_customer) / 5
 
 
+# --- tastes ----------------------------------------------------------------------------------------------
+
+
+def test_registered_customers_look_mostly_within_their_favourite_categories(clean: Landing) -> None:
+    category = {row["product_id"]: row["category_path"][1] for _, rows in clean.catalogue for row in rows}
+    views: dict[str, list[str]] = defaultdict(list)
+    for _, event in clean.events():
+        if event["event_type"] == "product_view" and event.get("customer_id"):
+            views[event["customer_id"]].append(category[event["product_id"]])
+    shares = [
+        sum(n for _, n in Counter(seen).most_common(2)) / len(seen)
+        for seen in views.values()
+        if len(seen) >= 8
+    ]
+    # Drawn from overall popularity alone, the two most viewed sub-categories hold about a third.
+    assert len(shares) >= 10
+    assert sum(shares) / len(shares) > 0.6
+
+
+def _taste_shop(days: int = 5) -> tuple[Any, Any]:
+    from ecom_generator.catalogue import build_catalogue
+    from ecom_generator.seasonality import build_calendar
+    from ecom_generator.tastes import build_tastes
+
+    rng = np.random.default_rng(3)
+    calendar = build_calendar(START, days, rng)
+    catalogue = build_catalogue(rng, calendar, 400)
+    return catalogue, build_tastes(rng, catalogue, 50)
+
+
+def test_tastes_draw_favourite_categories_staples_and_bundles_from_sellable_products() -> None:
+    from ecom_generator.tastes import LEAF_LEVEL2, TASTE_SHARE
+
+    catalogue, tastes = _taste_shop()
+    sellable = np.flatnonzero(np.arange(catalogue.size) % 5 != 0)  # a fifth is not sellable today
+    events = 40_000
+    rng = np.random.default_rng(9)
+    overall = rng.choice(sellable, size=events)
+    customer = np.where(np.arange(events) % 2 == 0, np.arange(events) % 50, -1)
+
+    drawn = tastes.personalise(rng, catalogue, sellable, product=overall, customer=customer)
+
+    assert np.isin(drawn, sellable).all()
+    anonymous = customer < 0
+    assert (drawn[anonymous] == overall[anonymous]).all()  # without previous events: no bundle
+    level2 = LEAF_LEVEL2[catalogue.leaf[drawn]]
+    known = np.flatnonzero(~anonymous)
+    in_taste = (level2[known] == tastes.favourite[customer[known], 0]) | (
+        level2[known] == tastes.favourite[customer[known], 1]
+    )
+    assert in_taste.mean() > TASTE_SHARE
+    repeat = (tastes.staples[:, 0] >= 0).nonzero()[0]
+    assert 0 < len(repeat) < 25
+
+    # Anonymous pairs of events: the first keeps its product, the second may be its bundle partner.
+    previous = np.where(np.arange(events) % 2 == 1, np.arange(events) - 1, -1)
+    nobody = np.full(events, -1)
+    followed = tastes.personalise(
+        rng, catalogue, sellable, product=overall, customer=nobody, previous=previous
+    )
+    partner = tastes.partner[overall[np.maximum(previous, 0)]]
+    can_follow = (previous >= 0) & (partner >= 0) & np.isin(partner, sellable)
+    assert (followed[~can_follow] == overall[~can_follow]).all()
+    assert 0.45 < (followed[can_follow] == partner[can_follow]).mean() < 0.55
+    assert (tastes.partner[tastes.partner[tastes.partner >= 0]] == np.flatnonzero(tastes.partner >= 0)).all()
+
+
+def test_tastes_drift_slowly() -> None:
+    catalogue, tastes = _taste_shop()
+    before = tastes.favourite.copy()
+    for day in range(20):
+        tastes.drift(np.random.default_rng(day), catalogue)
+    changed = (tastes.favourite != before).any(axis=1).mean()
+    assert 0 < changed < 0.4
+
+
 # --- defects ---------------------------------------------------------------------------------------------
 
 

@@ -243,6 +243,9 @@ def test_no_gold_table_has_personal_data() -> None:
         "campaign_results",
         "fact_inventory_daily",
         "stock_signals",
+        "recommendations",
+        "product_affinity",
+        "recommendation_metrics",
     }
 
 
