@@ -276,6 +276,7 @@ SILVER_KEYS = {
     "products": ["product_id", "valid_from"],
     "clicks": ["event_id"],
     "fx_rates": ["rate_date", "currency"],
+    "inventory": ["product_id", "location_id", "snapshot_ts"],
 }
 
 

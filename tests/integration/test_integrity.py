@@ -272,6 +272,9 @@ def test_two_builds_from_reordered_split_deliveries_give_the_same_silver_gold_an
         "gold.product_affinity": lambda df: df.where(F.col("as_of_date") == D2),
         "gold.recommendations": lambda df: df.where(F.col("as_of_date") == D2),
         "gold.recommendation_metrics": lambda df: df.where(F.col("as_of_date") == D2),
+        "gold.campaign_audiences": lambda df: df.where(F.col("as_of_date") == D2),
+        "gold.campaign_results": lambda df: df.where(F.col("as_of_date") == D2),
+        "gold.stock_signals": lambda df: df.where(F.col("as_of_date") == D2),
         "quarantine": lambda df: df.where(F.col("_resolved_at").isNull()),
     }
     comparisons = compare_lakes(

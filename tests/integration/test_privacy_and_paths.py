@@ -65,6 +65,10 @@ GOLD_TABLES = (
     "product_affinity",
     "recommendations",
     "recommendation_metrics",
+    "campaign_audiences",
+    "campaign_results",
+    "fact_inventory_daily",
+    "stock_signals",
 )
 PII_FIELDS = ("email", "first_name", "last_name", "phone")
 MIN_PII_LENGTH = 4  # shorter values ("Li", "Ng") are too common as substrings to mean a leak
