@@ -40,8 +40,13 @@ def test_the_index_names_the_code_of_each_scale_and_links_the_analysis_only_when
 
     rows = [line for line in plain.splitlines() if line.startswith("| [")]
     assert len(rows) == len(results)
-    assert rows[0].endswith("| abc1234 |")
-    assert rows[-1].endswith("| ? |")  # results measured before the code was recorded
+
+    def row_of(result: dict) -> str:
+        scale = f"{result['scale']:g}"
+        return next(row for row in rows if row.startswith(f"| [{scale}]({scale}/bench.md)"))
+
+    assert row_of(results[0]).endswith("| abc1234 |")
+    assert row_of(results[-1]).endswith("| ? |")  # results measured before the code was recorded
     assert ANALYSIS not in plain
     assert f"[{ANALYSIS}]({ANALYSIS})" in linked
 
@@ -169,7 +174,7 @@ def test_the_index_lists_current_and_earlier_results_in_separate_tables(tmp_path
     assert len(rows) == len(earlier) + 1
     assert "## Earlier results (one process per layer)" in text
     assert text.index("[0.5](0.5/bench.md)") < text.index("## Earlier results")
-    assert rows[0].endswith("| def5678 |")
+    assert next(row for row in rows if row.startswith("| [0.5](")).endswith("| def5678 |")
 
     for source in RESULTS.glob("*/bench.json"):
         (tmp_path / source.parent.name).mkdir()
@@ -177,7 +182,7 @@ def test_the_index_lists_current_and_earlier_results_in_separate_tables(tmp_path
     write_scale_report(current, tmp_path / "0.5")
     assert report_main([str(tmp_path)]) == 0
     assert (tmp_path / "0.5" / "bench.md").is_file() and (tmp_path / "0.5" / "bench.png").is_file()
-    assert not (tmp_path / "1" / "bench.md").exists()  # an earlier result is not rebuilt
+    assert not (tmp_path / "5" / "bench.md").exists()  # an earlier result is not rebuilt
     assert "[0.5](0.5/bench.md)" in (tmp_path / "README.md").read_text()
     assert (tmp_path / "scaling.png").is_file()
 
