@@ -103,13 +103,8 @@ def run_job(spec: JobSpec, ctx: JobContext, *, records: list[RunRecord] | None =
 
 
 def save_run_records(ctx: JobContext, records: list[RunRecord]) -> None:
-    """Append run records in one commit; a blind append, refused only while another writer
-    creates the runs table: retried."""
-    retry_on_conflict(
-        lambda: record_runs(ctx.spark, ctx.config.paths.lake, records),
-        what="run records",
-        progress=ctx.progress,
-    )
+    """Append run records in one commit (:func:`pipeline_lib.ops.runs.record_runs`)."""
+    record_runs(ctx.spark, ctx.config.paths.lake, records, progress=ctx.progress)
 
 
 def one_line(error: BaseException) -> str:

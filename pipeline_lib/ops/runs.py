@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pyspark.sql import SparkSession
 
-from pipeline_lib.io.delta import OPS_TABLE_PROPERTIES, table_path, write_table
+from pipeline_lib.io.delta import OPS_TABLE_PROPERTIES, append_shared, table_path
 from pipeline_lib.io.frames import local_frame
 from pipeline_lib.ops.schemas import RUN_RECORD_SCHEMA, RUNS_TABLE
 
@@ -33,20 +33,29 @@ class RunRecord:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
-def record_runs(spark: SparkSession, lake: str, records: Sequence[RunRecord]) -> None:
+def record_runs(
+    spark: SparkSession,
+    lake: str,
+    records: Sequence[RunRecord],
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> None:
     """Append run records to ``<lake>/ops/pipeline_runs`` in one commit (nothing when empty).
 
     The runner records a whole run at its end: one bookkeeping commit per run instead of
     one per job. A run killed before it leaves no records; the data its jobs committed
-    carries what they consumed, so nothing is read twice (docs/engine.md).
+    carries what they consumed, so nothing is read twice (docs/engine.md). A blind append,
+    refused only while another writer creates the table: retried
+    (:func:`pipeline_lib.io.delta.append_shared`, one ``progress`` line per retry).
     """
     if not records:
         return
     rows = [_row(record) for record in records]
-    write_table(
+    append_shared(
         local_frame(spark, rows, RUN_RECORD_SCHEMA),
         table_path(lake, "ops", RUNS_TABLE),
         properties=OPS_TABLE_PROPERTIES,
+        progress=progress,
     )
 
 
