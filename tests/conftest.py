@@ -37,7 +37,9 @@ TEST_SPARK_CONF = {
     # built the reference lake in 190 s instead of 233 s. The cluster test keeps code
     # generation on (tests/integration/test_cluster.py), so both paths give the same tables.
     "spark.sql.codegen.factoryMode": "NO_CODEGEN",
-    "spark.driver.memory": "2g",
+    # One JVM serves every test of a worker for 20 minutes; the recommendation jobs' broadcasts
+    # ran out of a 2 GB heap late in the suite (see also release_caches_after_each_module).
+    "spark.driver.memory": "4g",
 }
 
 
@@ -46,6 +48,21 @@ def base_config() -> PipelineConfig:
     """The checked-in local config, read without any ECOM_* variable of the caller's shell."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("ECOM")}
     return load_config("local", conf_dir=REPO / "conf", environ=environ)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def release_caches_after_each_module() -> Iterator[None]:
+    """Forget the module's cached tables and Delta logs once it is done.
+
+    A job process reads a few tables and exits; the test session lives on through hundreds of
+    throwaway lakes, and Delta keeps every table's log and snapshot it has read in a cache on
+    the driver heap. Nothing here starts Spark: a module that never used it pays nothing.
+    """
+    yield
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.catalog.clearCache()
+        session._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()  # type: ignore[union-attr]
 
 
 @pytest.fixture(scope="session")
