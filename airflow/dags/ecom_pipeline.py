@@ -9,7 +9,10 @@ project's checkout::
     ecom-pipeline run --layer <layer> --job <name> --as-of <YYYY-MM-DD>
 
 A job with nothing new since its last success is skipped by the pipeline itself before it
-starts Spark. A second DAG, ``ecom_maintenance``, compacts and vacuums the lake weekly
+starts Spark. After every gold task, ``publish.postgres`` copies the gold tables into the BI
+database (``ecom-pipeline publish``, docs/postgres.md) when ``ecom_publish_db`` names one;
+without it the task is skipped (Airflow's "skipped", exit code 99), so a shop without a BI
+database keeps an all-green DAG. A second DAG, ``ecom_maintenance``, compacts and vacuums the lake weekly
 (``ecom-pipeline maintain``, Sundays 04:00 UTC), so small files written by daily appends
 are compacted where it pays, not after every append.
 
@@ -34,10 +37,13 @@ Airflow Variable       environment           default
 ``ecom_lake``          ``ECOM_LAKE``         empty: the lake of ``conf/<env>.yaml``
 ``ecom_landing``       ``ECOM_LANDING``      empty: the landing of ``conf/<env>.yaml``
 ``ecom_env``           ``ECOM_ENV``          empty: ``local``
+``ecom_publish_db``    ``ECOM_PUBLISH_DB``   empty: ``publish.postgres`` is skipped;
+                                             ``postgresql://user@host:port/db`` publishes
 =====================  ====================  =============================================
 
 The rest of the worker's environment reaches the jobs unchanged (``append_env``): secrets
-such as ``ECOM_HMAC_KEY`` belong there (or in a secrets backend), never in this file.
+such as ``ECOM_HMAC_KEY`` and ``ECOM_PUBLISH_DB_PASSWORD`` belong there (or in a secrets
+backend), never in this file.
 ``ECOM_MAX_PARALLEL_JOBS`` (read at parse time, default 2) caps how many jobs, each its own
 Spark driver, run at once. A job that is already running (a manual run, say) refuses to
 start a second time; the task then fails and retries.
@@ -76,7 +82,11 @@ SETTINGS = {
     "ecom_lake": "ECOM_LAKE",
     "ecom_landing": "ECOM_LANDING",
     "ecom_env": "ECOM_ENV",
+    "ecom_publish_db": "ECOM_PUBLISH_DB",
 }
+PUBLISH_GROUP, PUBLISH_TASK = "publish", "postgres"
+# BashOperator marks a task skipped when its command exits with this code.
+SKIP_EXIT_CODE = 99
 
 
 def ecom_setting(variable: str) -> str:
@@ -108,6 +118,14 @@ def job_command(job: JobSpec) -> str:
     return f'"$ECOM_PIPELINE" run --layer {job.layer} --job {job.name} --as-of {AS_OF_TEMPLATE}'
 
 
+# Publish the gold tables when a BI database is named, else skip (not fail) the task.
+PUBLISH_COMMAND = (
+    'if [ -z "$ECOM_PUBLISH_DB" ]; then '
+    'echo "no ecom_publish_db Variable nor ECOM_PUBLISH_DB: nothing to publish"; '
+    f"exit {SKIP_EXIT_CODE}; fi; "
+    '"$ECOM_PIPELINE" publish --to "$ECOM_PUBLISH_DB"'
+)
+
 # Templated per task run; "$ECOM_PIPELINE" above is this environment's value.
 JOB_ENV = {
     "ECOM_PIPELINE": "{{ ecom_setting('ecom_pipeline') }}",
@@ -115,6 +133,7 @@ JOB_ENV = {
     "ECOM_LANDING": "{{ ecom_setting('ecom_landing') }}",
     "ECOM_ENV": "{{ ecom_setting('ecom_env') }}",
 }
+PUBLISH_ENV = {**JOB_ENV, "ECOM_PUBLISH_DB": "{{ ecom_setting('ecom_publish_db') }}"}
 
 with DAG(
     dag_id=DAG_ID,
@@ -148,6 +167,17 @@ with DAG(
     for spec in JOB_GRAPH:
         for upstream in upstream_jobs(spec):
             tasks[upstream] >> tasks[spec.qualified_name]
+    publish = BashOperator(
+        task_id=PUBLISH_TASK,
+        task_group=TaskGroup(group_id=PUBLISH_GROUP),
+        bash_command=PUBLISH_COMMAND,
+        env=PUBLISH_ENV,
+        append_env=True,
+        cwd="{{ ecom_setting('ecom_project_dir') }}",
+        skip_on_exit_code=SKIP_EXIT_CODE,
+        doc_md="Copy the gold tables into the BI database's schema, each swapped in atomically.",
+    )
+    [tasks[spec.qualified_name] for spec in JOB_GRAPH if spec.layer == "gold"] >> publish
 
 with DAG(
     dag_id=MAINTENANCE_DAG_ID,

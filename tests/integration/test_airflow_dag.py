@@ -37,11 +37,14 @@ SAMPLE_AS_OF = dt.date(2026, 3, 7)
 EXECUTED_TASK = "gold.customer_segments"
 VARIABLE_LAKE = "/lake/from/a/variable"
 ENVIRONMENT_LANDING = "/landing/from/the/environment"
+PUBLISH_TASK = "publish.postgres"
+PUBLISH_URL = "postgresql://bi@db.example:5432/shop"
 
 # Runs in .venv-airflow: argv[1] is the JSON report to write, argv[2] the task to execute,
-# argv[3] the moment a sample manual run is triggered.
+# argv[3] the moment a sample manual run is triggered, argv[4] the BI database to publish to.
 PROBE = r"""
 import json
+import os
 import sys
 
 import pendulum
@@ -53,6 +56,7 @@ except ImportError:
 from airflow.timetables.base import TimeRestriction
 
 report_path, executed_task, run_after = sys.argv[1], sys.argv[2], sys.argv[3]
+PUBLISH_URL = sys.argv[4]
 bag = DagBag(dag_folder="airflow/dags", include_examples=False)
 report = {
     "import_errors": {str(path): str(error) for path, error in bag.import_errors.items()},
@@ -94,6 +98,20 @@ if dag is not None:
         "executed": {"env": {k: v for k, v in task.env.items()}, "cwd": task.cwd,
                      "output": task.execute(context)},
     }
+    # The publish task, executed without a BI database, then with one.
+    report["dag"]["publish"] = {}
+    publish = dag.get_task("publish.postgres")
+    templates = {name: getattr(publish, name) for name in publish.template_fields}
+    for label, url in (("without", ""), ("with", PUBLISH_URL)):
+        os.environ["ECOM_PUBLISH_DB"] = url
+        for name, template in templates.items():  # rendering replaces the templates
+            setattr(publish, name, template)
+        publish.render_template_fields(context)
+        try:
+            outcome = {"output": publish.execute(context)}
+        except Exception as error:  # Airflow's skip is an exception
+            outcome = {"raised": type(error).__name__, "message": str(error)}
+        report["dag"]["publish"][label] = outcome
 with open(report_path, "w") as out:
     json.dump(report, out)
 """
@@ -129,7 +147,7 @@ def airflow_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         }
     )
     completed = subprocess.run(
-        [str(AIRFLOW_PYTHON), str(probe), str(report), EXECUTED_TASK, SAMPLE_RUN_AFTER],
+        [str(AIRFLOW_PYTHON), str(probe), str(report), EXECUTED_TASK, SAMPLE_RUN_AFTER, PUBLISH_URL],
         cwd=REPO,
         env=environ,
         capture_output=True,
@@ -180,12 +198,12 @@ def test_one_bash_task_per_registered_job(
     tasks: dict[str, dict[str, Any]], registered_jobs: list[str]
 ) -> None:
     missing = sorted(set(registered_jobs) - set(tasks))
-    extra = sorted(set(tasks) - set(registered_jobs))
+    extra = sorted(set(tasks) - set(registered_jobs) - {PUBLISH_TASK})
     assert (missing, extra) == ([], []), (
         f"PIPELINE_JOBS in airflow/dags/ecom_pipeline.py and the registry differ: "
         f"jobs without a task {missing}, tasks without a job {extra}"
     )
-    assert len(tasks) == len(registered_jobs)
+    assert len(tasks) == len(registered_jobs) + 1  # and publish.postgres
     assert {task["operator"] for task in tasks.values()} == {"BashOperator"}
 
 
@@ -220,6 +238,8 @@ def test_each_command_runs_its_own_job_as_of_the_day_the_interval_covers(
     tasks: dict[str, dict[str, Any]],
 ) -> None:
     for task_id, task in tasks.items():
+        if task_id == PUBLISH_TASK:
+            continue
         assert "--as-of {{ data_interval_start | ds }}" in task["bash_command"]
         program, *arguments = shlex.split(task["rendered_command"])
         args = build_parser().parse_args(arguments)
@@ -257,3 +277,20 @@ def test_task_runs_the_command_with_settings_from_variables_then_environment(
     }
     assert json.loads(executed["output"]) == expected
     assert executed["cwd"] == str(REPO)
+
+
+def test_publish_waits_for_every_gold_task(tasks: dict[str, dict[str, Any]]) -> None:
+    gold = {spec.qualified_name for spec in JOB_GRAPH if spec.layer == "gold"}
+    assert set(tasks[PUBLISH_TASK]["upstream"]) == gold
+    assert all(PUBLISH_TASK not in _ancestors(tasks, name) for name in tasks if name != PUBLISH_TASK)
+
+
+def test_publish_is_skipped_without_a_bi_database_and_publishes_to_the_one_named(
+    airflow_report: dict[str, Any],
+) -> None:
+    outcomes = airflow_report["dag"]["publish"]
+    assert outcomes["without"]["raised"] == "AirflowSkipException", outcomes["without"]
+    published = json.loads(outcomes["with"]["output"])
+    args = build_parser().parse_args(shlex.split(published["argv"]))
+    assert (args.command, args.to) == ("publish", PUBLISH_URL)
+    assert (published["cwd"], published["lake"]) == (str(REPO), VARIABLE_LAKE)
