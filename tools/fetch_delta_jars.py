@@ -9,22 +9,14 @@ finds it, so later Spark starts need no network. Quick and silent when already d
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
 import sys
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
+from maven import artifact_of, copy_dependencies, have_maven, install_jars, shipped_with_pyspark
+
 POM = Path(__file__).with_name("delta-jars.pom.xml")
-_VERSIONED_JAR = re.compile(r"^(?P<artifact>.+?)-\d[^-]*(?:-\d+)?\.jar$")
-
-
-def artifact_of(jar_name: str) -> str:
-    """``delta-storage-4.4.0.jar`` -> ``delta-storage``."""
-    match = _VERSIONED_JAR.match(jar_name)
-    return match.group("artifact") if match else jar_name.removesuffix(".jar")
 
 
 def main() -> int:
@@ -34,58 +26,23 @@ def main() -> int:
     delta_version = version("delta-spark")
     artifact = f"delta-spark_{spark_minor}_2.13"
     target = Path(sys.prefix) / "share" / "ecom-pipeline" / "jars"
-    stamp = target / f".{artifact}-{delta_version}"
-    if stamp.is_file():
+    stamp = f".{artifact}-{delta_version}"
+    if (target / stamp).is_file():
         return 0
-    if shutil.which("mvn") is None:
-        print(
-            "setup: Maven (mvn) is needed once to fetch Delta Lake's jars; "
-            "install it (apt-get install maven).",
-            file=sys.stderr,
-        )
+    what = "Delta Lake's jars"
+    if not have_maven(what):
         return 2
     print(
         f"setup: fetching io.delta:{artifact}:{delta_version} and dependencies from Maven Central...",
         file=sys.stderr,
     )
     with tempfile.TemporaryDirectory() as staging:
-        result = subprocess.run(
-            [
-                "mvn",
-                "-B",
-                "-q",
-                "-f",
-                str(POM),
-                "dependency:copy-dependencies",
-                f"-Ddelta.artifact={artifact}",
-                f"-Ddelta.version={delta_version}",
-                f"-DoutputDirectory={staging}",
-                "-DincludeScope=runtime",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-5:])
-            print(
-                f"setup: could not fetch Delta Lake's jars from Maven Central "
-                f"(https://repo.maven.apache.org). Check the network or a Maven mirror in "
-                f"~/.m2/settings.xml, then run `make setup` again.\n{tail}",
-                file=sys.stderr,
-            )
+        versions = {"delta.artifact": artifact, "delta.version": delta_version}
+        jars = copy_dependencies(POM, versions, staging, what=what)
+        if jars is None:
             return 3
-        shipped = {artifact_of(j.name) for j in (Path(pyspark.__file__).parent / "jars").glob("*.jar")}
-        if target.exists():
-            shutil.rmtree(target)
-        target.mkdir(parents=True)
-        kept = []
-        for jar in sorted(Path(staging).glob("*.jar")):
-            if artifact_of(jar.name) not in shipped:
-                shutil.copy2(jar, target / jar.name)
-                kept.append(jar.name)
-    stamp.write_text("\n".join(kept) + "\n")
-    print(f"setup: {len(kept)} jars in {target}", file=sys.stderr)
+        shipped = shipped_with_pyspark()
+        install_jars([jar for jar in jars if artifact_of(jar.name) not in shipped], target, stamp)
     return 0
 
 

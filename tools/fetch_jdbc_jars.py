@@ -12,10 +12,11 @@ silent when already done.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from maven import copy_dependencies, have_maven
 
 POM = Path(__file__).with_name("jdbc-jars.pom.xml")
 # 42.7.x is the driver line for Java 8+ and PostgreSQL 8.4+; pinned so every machine gets the same jar.
@@ -29,44 +30,21 @@ def main() -> int:
     stamp = target / f".{ARTIFACT}-{POSTGRESQL_JDBC_VERSION}"
     if stamp.is_file() and (target / jar_name).is_file():
         return 0
-    if shutil.which("mvn") is None:
-        print(
-            "setup: Maven (mvn) is needed once to fetch the PostgreSQL JDBC driver; "
-            "install it (apt-get install maven).",
-            file=sys.stderr,
-        )
+    what = "the PostgreSQL JDBC driver"
+    if not have_maven(what):
         return 2
     print(
         f"setup: fetching org.postgresql:{ARTIFACT}:{POSTGRESQL_JDBC_VERSION} from Maven Central...",
         file=sys.stderr,
     )
     with tempfile.TemporaryDirectory() as staging:
-        result = subprocess.run(
-            [
-                "mvn",
-                "-B",
-                "-q",
-                "-f",
-                str(POM),
-                "dependency:copy-dependencies",
-                f"-Djdbc.version={POSTGRESQL_JDBC_VERSION}",
-                f"-DoutputDirectory={staging}",
-                "-DincludeScope=runtime",
-                "-DexcludeTransitive=true",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        versions = {"jdbc.version": POSTGRESQL_JDBC_VERSION}
+        jars = copy_dependencies(POM, versions, staging, what=what, extra_args=["-DexcludeTransitive=true"])
         fetched = Path(staging) / jar_name
-        if result.returncode != 0 or not fetched.is_file():
-            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-5:])
-            print(
-                f"setup: could not fetch the PostgreSQL JDBC driver from Maven Central "
-                f"(https://repo.maven.apache.org). Check the network or a Maven mirror in "
-                f"~/.m2/settings.xml, then run `make setup` again.\n{tail}",
-                file=sys.stderr,
-            )
+        if jars is None:
+            return 3
+        if not fetched.is_file():
+            print(f"setup: Maven resolved no {jar_name}; check tools/jdbc-jars.pom.xml", file=sys.stderr)
             return 3
         target.mkdir(parents=True, exist_ok=True)
         # Delta Lake's jars share the folder: replace only an older driver and its stamp.

@@ -16,13 +16,11 @@ Later broker and Spark starts then need no network. Quick and silent when alread
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from fetch_delta_jars import artifact_of
+from maven import artifact_of, copy_dependencies, have_maven, install_jars, shipped_with_pyspark
 
 POM = Path(__file__).with_name("kafka-jars.pom.xml")
 SHARE = Path(sys.prefix) / "share" / "ecom-pipeline"
@@ -36,49 +34,6 @@ KAFKA_VERSION = "4.4.0"
 LOG4J_VERSION = "2.25.5"
 
 
-def resolve(profile: str, properties: dict[str, str], staging: str) -> list[Path] | None:
-    """Copy the profile's runtime jars into ``staging``; None (after saying why) when Maven fails."""
-    result = subprocess.run(
-        [
-            "mvn",
-            "-B",
-            "-q",
-            "-f",
-            str(POM),
-            "-P",
-            profile,
-            "dependency:copy-dependencies",
-            *(f"-D{key}={value}" for key, value in properties.items()),
-            f"-DoutputDirectory={staging}",
-            "-DincludeScope=runtime",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-5:])
-        print(
-            f"setup: could not fetch Kafka's jars ({profile}) from Maven Central "
-            f"(https://repo.maven.apache.org). Check the network or a Maven mirror in "
-            f"~/.m2/settings.xml, then run `make setup` again.\n{tail}",
-            file=sys.stderr,
-        )
-        return None
-    return sorted(Path(staging).glob("*.jar"))
-
-
-def install(jars: list[Path], target: Path, stamp_name: str) -> None:
-    """Replace ``target`` with ``jars`` and write the stamp that lists them."""
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    for jar in jars:
-        shutil.copy2(jar, target / jar.name)
-    (target / stamp_name).write_text("\n".join(jar.name for jar in jars) + "\n")
-    print(f"setup: {len(jars)} jars in {target}", file=sys.stderr)
-
-
 def main() -> int:
     import pyspark
 
@@ -88,11 +43,7 @@ def main() -> int:
     spark_done = (SPARK_KAFKA_DIR / spark_stamp).is_file()
     if broker_done and spark_done:
         return 0
-    if shutil.which("mvn") is None:
-        print(
-            "setup: Maven (mvn) is needed once to fetch Kafka's jars; install it (apt-get install maven).",
-            file=sys.stderr,
-        )
+    if not have_maven("Kafka's jars"):
         return 2
     if not broker_done:
         print(
@@ -102,22 +53,24 @@ def main() -> int:
         )
         with tempfile.TemporaryDirectory() as staging:
             versions = {"kafka.version": KAFKA_VERSION, "log4j.version": LOG4J_VERSION}
-            jars = resolve("broker", versions, staging)
+            jars = copy_dependencies(POM, versions, staging, what="Kafka's broker jars", profile="broker")
             if jars is None:
                 return 3
-            install(jars, BROKER_DIR, broker_stamp)
+            install_jars(jars, BROKER_DIR, broker_stamp)
     if not spark_done:
         print(
             f"setup: fetching org.apache.spark:spark-sql-kafka-0-10_2.13:{pyspark.__version__} "
             "and dependencies from Maven Central...",
             file=sys.stderr,
         )
-        shipped = {artifact_of(j.name) for j in (Path(pyspark.__file__).parent / "jars").glob("*.jar")}
+        shipped = shipped_with_pyspark()
         with tempfile.TemporaryDirectory() as staging:
-            jars = resolve("spark", {"spark.version": pyspark.__version__}, staging)
+            versions = {"spark.version": pyspark.__version__}
+            jars = copy_dependencies(POM, versions, staging, what="Spark's Kafka connector", profile="spark")
             if jars is None:
                 return 3
-            install([j for j in jars if artifact_of(j.name) not in shipped], SPARK_KAFKA_DIR, spark_stamp)
+            own = [jar for jar in jars if artifact_of(jar.name) not in shipped]
+            install_jars(own, SPARK_KAFKA_DIR, spark_stamp)
     return 0
 
 
