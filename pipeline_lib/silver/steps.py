@@ -369,6 +369,18 @@ def finish(
     )
 
 
+def rebuild_silver(rows: DataFrame, path: str, *, state: str | None) -> None:
+    """A full refresh: ``rows`` become the whole table, in one commit, schema included."""
+    write_table(
+        rows,
+        path,
+        mode="overwrite",
+        properties=CDF_PROPERTIES,
+        overwrite_schema=True,
+        user_metadata=state,
+    )
+
+
 def write_silver(
     ctx: JobContext,
     rows: DataFrame,
@@ -381,14 +393,7 @@ def write_silver(
     """Overwrite the table on a full refresh, else upsert ``rows`` by ``keys``: a match is
     updated when ``update_condition`` holds (e.g. the row is newer)."""
     if ctx.full_refresh:
-        write_table(
-            rows,
-            path,
-            mode="overwrite",
-            properties=CDF_PROPERTIES,
-            overwrite_schema=True,
-            user_metadata=state,
-        )
+        rebuild_silver(rows, path, state=state)
     else:
         upsert(
             rows,
@@ -405,14 +410,7 @@ def replace_silver_groups(
 ) -> None:
     """Overwrite the table on a full refresh, else replace the groups of ``rows``' first key."""
     if ctx.full_refresh:
-        write_table(
-            rows,
-            path,
-            mode="overwrite",
-            properties=CDF_PROPERTIES,
-            overwrite_schema=True,
-            user_metadata=state,
-        )
+        rebuild_silver(rows, path, state=state)
     else:
         replace_groups(rows, path, row_keys=row_keys, properties=CDF_PROPERTIES, user_metadata=state)
 
