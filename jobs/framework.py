@@ -20,7 +20,8 @@ from pipeline_lib.ops.retry import Retry, retry_on_conflict
 from pipeline_lib.ops.runs import RunRecord, record_runs
 
 # How often a job runs at most when Delta refuses a commit for a concurrent writer's change
-# (another tool's MERGE, an OPTIMIZE): every job is idempotent, so running it again is safe.
+# (another tool's MERGE, an OPTIMIZE), or when a lost executor took a local checkpoint of the
+# job with it: every job is idempotent, so running it again is safe.
 JOB_CONFLICT_ATTEMPTS = 3
 
 
@@ -31,8 +32,8 @@ class JobFailedError(RuntimeError):
 def run_job(spec: JobSpec, ctx: JobContext, *, records: list[RunRecord] | None = None) -> JobResult:
     """Run one job, report progress, and record the run whatever happens.
 
-    A job refused by Delta for a concurrent writer's commit (see :mod:`pipeline_lib.ops.retry`)
-    runs again, up to :data:`JOB_CONFLICT_ATTEMPTS` times in all, under the same lock; each
+    A job refused by Delta for a concurrent writer's commit, or whose local checkpoint was lost
+    with an executor (see :mod:`pipeline_lib.ops.retry`), runs again, up to :data:`JOB_CONFLICT_ATTEMPTS` times in all, under the same lock; each
     retry is a progress line and an entry of ``conflict_retries`` in the run record's details.
 
     Args:

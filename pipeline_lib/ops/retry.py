@@ -9,6 +9,13 @@ key, a whole job whose writes are keyed and whose watermark is saved last) is sa
 backoff, reporting each retry as one progress line; any other error goes through at once.
 The loop is tenacity's; what is ours is the test of a conflict (:func:`is_delta_conflict`)
 and the lines and records each retry leaves.
+
+The same retry covers one cluster failure that only a re-run repairs: the jobs cache their
+intermediate results with ``localCheckpoint`` (fast, but kept on the executors only), so
+an executor lost mid-job takes those blocks with it and the job's next read of them fails
+with ``CHECKPOINT_RDD_BLOCK_ID_NOT_FOUND`` (:func:`is_lost_checkpoint`). Spark's own task
+retries cannot recompute a local checkpoint; running the idempotent job again from its
+start, on the executors that remain or replace the lost one, does.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ __all__ = [
     "Retry",
     "conflict_summary",
     "is_delta_conflict",
+    "is_lost_checkpoint",
+    "is_retryable",
     "retry_on_conflict",
 ]
 
@@ -67,6 +76,8 @@ _CONFLICT_MARKERS = (
     "[DELTA_METADATA_CHANGED",
     "[DELTA_PROTOCOL_CHANGED",
 )
+# Spark's error when a job reads the blocks of a local checkpoint whose executor is gone.
+_LOST_CHECKPOINT_MARKERS = ("CHECKPOINT_RDD_BLOCK_ID_NOT_FOUND",)
 DEFAULT_ATTEMPTS = 4
 DEFAULT_BASE_DELAY_S = 0.5
 DEFAULT_MAX_DELAY_S = 8.0
@@ -85,19 +96,32 @@ class Retry:
     waited_s: float
 
 
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and the errors it was raised from, outermost first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
 def is_delta_conflict(error: BaseException) -> bool:
     """True when ``error``, or an error it was raised from, is a Delta commit conflict."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, CONFLICT_ERRORS):
-            return True
-        text = str(current)
-        if any(marker in text for marker in _CONFLICT_MARKERS):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    return any(
+        isinstance(e, CONFLICT_ERRORS) or any(marker in str(e) for marker in _CONFLICT_MARKERS)
+        for e in _chain(error)
+    )
+
+
+def is_lost_checkpoint(error: BaseException) -> bool:
+    """True when ``error`` (or its cause) is a read of local-checkpoint blocks lost with an executor."""
+    return any(any(marker in str(e) for marker in _LOST_CHECKPOINT_MARKERS) for e in _chain(error))
+
+
+def is_retryable(error: BaseException) -> bool:
+    """A failure that running the idempotent action again repairs: a conflict or a lost checkpoint."""
+    return is_delta_conflict(error) or is_lost_checkpoint(error)
 
 
 def retry_on_conflict(
@@ -111,7 +135,8 @@ def retry_on_conflict(
     on_retry: Callable[[Retry], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """Run ``action``; when Delta refuses its commit for a concurrent change, wait and run it again.
+    """Run ``action``; when Delta refuses its commit for a concurrent change (or the action
+    lost a local checkpoint with an executor), wait and run it again.
 
     The wait before retry ``n`` is ``base_delay_s * 2**(n-1)`` (at most ``max_delay_s``),
     times a random factor in [0.5, 1.5) so that two writers that collided do not collide
@@ -143,25 +168,36 @@ def retry_on_conflict(
         return backoff(state) * (0.5 + random.random())
 
     def report(state: RetryCallState) -> None:
-        reason = conflict_summary(_failure(state))
+        error = _failure(state)
+        reason = conflict_summary(error)
         waited = state.next_action.sleep if state.next_action else 0.0
+        cause = (
+            "lost an executor holding its local checkpoint"
+            if is_lost_checkpoint(error)
+            else "refused by a concurrent Delta writer"
+        )
         if progress is not None:
             progress(
-                f"{what}: attempt {state.attempt_number} of {attempts} refused by a concurrent "
-                f"Delta writer ({reason}); retrying in {waited:.1f}s"
+                f"{what}: attempt {state.attempt_number} of {attempts} {cause} ({reason}); "
+                f"retrying in {waited:.1f}s"
             )
         if on_retry is not None:
             on_retry(Retry(attempt=state.attempt_number, error=reason, waited_s=round(waited, 2)))
 
     def exhausted(state: RetryCallState) -> NoReturn:
         error = _failure(state)
+        if is_lost_checkpoint(error):
+            raise ConflictRetriesExhaustedError(
+                f"{what}: lost an executor holding its local checkpoint in each of {attempts} attempts "
+                f"(last: {conflict_summary(error)}); check the cluster's executors, then run it again"
+            ) from error
         raise ConflictRetriesExhaustedError(
             f"{what}: still refused by a concurrent Delta writer after {attempts} attempts "
             f"(last: {conflict_summary(error)}); run it again when the other writer is done"
         ) from error
 
     retrying = Retrying(
-        retry=retry_if_exception(is_delta_conflict),
+        retry=retry_if_exception(is_retryable),
         stop=stop_after_attempt(attempts),
         wait=jittered,
         sleep=sleep,

@@ -10,7 +10,13 @@ import random
 import pytest
 from delta.exceptions.base import ConcurrentAppendException
 
-from pipeline_lib.ops.retry import ConflictRetriesExhaustedError, Retry, retry_on_conflict
+from pipeline_lib.ops.retry import (
+    ConflictRetriesExhaustedError,
+    Retry,
+    is_delta_conflict,
+    is_lost_checkpoint,
+    retry_on_conflict,
+)
 
 CONFLICT = "[DELTA_CONCURRENT_APPEND.WITHOUT_HINT] ConcurrentAppendException: Files were added"
 
@@ -68,3 +74,60 @@ def test_a_success_is_returned_without_waiting():
     waits: list[float] = []
     assert retry_on_conflict(lambda: 42, what="t", sleep=waits.append) == 42
     assert waits == []
+
+
+# Spark's message when a job reads a local checkpoint whose executor was killed (test_cluster.py).
+LOST_CHECKPOINT = (
+    "An error occurred while calling o1234.count.\n: org.apache.spark.SparkException: "
+    "[CHECKPOINT_RDD_BLOCK_ID_NOT_FOUND] Checkpoint block rdd_1275_0 not found!"
+)
+
+
+def test_a_job_that_lost_its_local_checkpoint_with_an_executor_runs_again_from_its_start():
+    calls: list[int] = []
+    lines: list[str] = []
+    retries: list[Retry] = []
+
+    def lost_once() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            try:
+                raise RuntimeError(LOST_CHECKPOINT)
+            except RuntimeError as spark_error:  # wrapped, as Py4J and the jobs wrap it
+                raise ValueError("silver.products failed") from spark_error
+        return "written"
+
+    result = retry_on_conflict(
+        lost_once,
+        what="silver.products",
+        progress=lines.append,
+        on_retry=retries.append,
+        sleep=lambda _s: None,
+    )
+
+    assert (result, len(calls), [r.attempt for r in retries]) == ("written", 2, [1])
+    assert lines == [
+        "silver.products: attempt 1 of 4 lost an executor holding its local checkpoint "
+        f"(ValueError: silver.products failed); retrying in {retries[0].waited_s:.1f}s"
+    ]
+
+
+def test_a_checkpoint_lost_in_every_attempt_ends_in_one_line_naming_the_executors():
+    def always_lost() -> None:
+        raise RuntimeError(LOST_CHECKPOINT)
+
+    with pytest.raises(
+        ConflictRetriesExhaustedError, match=r"lost an executor .* in each of 2 attempts"
+    ) as error:
+        retry_on_conflict(always_lost, what="t", attempts=2, sleep=lambda _s: None)
+    assert "\n" not in str(error.value)
+
+
+def test_a_lost_checkpoint_is_not_a_conflict_and_a_conflict_is_not_a_lost_checkpoint():
+    lost, conflict = RuntimeError(LOST_CHECKPOINT), ConcurrentAppendException(message=CONFLICT)
+    assert (is_lost_checkpoint(lost), is_delta_conflict(lost)) == (True, False)
+    assert (is_lost_checkpoint(conflict), is_delta_conflict(conflict)) == (False, True)
+    assert (is_lost_checkpoint(KeyError("order_id")), is_delta_conflict(KeyError("order_id"))) == (
+        False,
+        False,
+    )
