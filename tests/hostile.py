@@ -23,9 +23,12 @@ import json
 import os
 import random
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 from ecom_generator import generate_landing
 from pipeline_lib.bronze.schemas import LANDING_SOURCES
@@ -356,6 +359,18 @@ class HostileBuild:
         return "\n".join(self.outputs.values())
 
 
+def _conf_with_campaigns_started(conf: Path, start: dt.date) -> Path:
+    """A copy of ``conf/`` whose campaigns start on ``start``, so that two days of deliveries
+    give every gold table rows (the checked-in campaigns start after them)."""
+    shutil.copytree(REPO / "conf", conf)
+    path = conf / "campaigns.yaml"
+    campaigns = yaml.safe_load(path.read_text())
+    for definition in campaigns["campaigns"]["definitions"]:
+        definition["start_date"] = start
+    path.write_text(yaml.safe_dump(campaigns, sort_keys=False))
+    return conf
+
+
 def run_over_hostile_landing(root: Path) -> HostileBuild:
     """Write the hostile landing zone under ``root``, then run every layer and ``status`` over it."""
     landing, lake, cwd, home = root / "landing", root / "lake", root / "cwd", root / "home"
@@ -364,7 +379,8 @@ def run_over_hostile_landing(root: Path) -> HostileBuild:
     mutants = build_hostile_landing(landing, FUZZ_SEED)
     _add_customer_file_with_a_malformed_row(landing)
     landing_before = snapshot(landing)
-    env = cli_environment(ECOM_HMAC_KEY=HMAC_KEY, HOME=str(home), ECOM_CONF_DIR=str(REPO / "conf"))
+    conf = _conf_with_campaigns_started(root / "conf", START)
+    env = cli_environment(ECOM_HMAC_KEY=HMAC_KEY, HOME=str(home), ECOM_CONF_DIR=str(conf))
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     returncodes, outputs = {}, {}
     for name, args in (

@@ -391,7 +391,8 @@ def test_the_run_wrote_nothing_outside_the_lake(hostile_build):
     assert list(hostile_build.cwd.iterdir()) == [], "the working directory stays empty (no spark-warehouse)"
     assert list(hostile_build.home.iterdir()) == [], "HOME stays empty"
     assert snapshot(hostile_build.landing) == hostile_build.landing_before, "the landing zone is read-only"
-    assert sorted(p.name for p in hostile_build.root.iterdir()) == ["cwd", "home", "lake", "landing"]
+    # conf: the test's copy of conf/ (tests/hostile.py), which the run only reads
+    assert sorted(p.name for p in hostile_build.root.iterdir()) == ["conf", "cwd", "home", "lake", "landing"]
     lake: Path = hostile_build.lake
     assert {p.name for p in lake.iterdir()} <= set(LAYERS)
     for layer in lake.iterdir():
