@@ -33,8 +33,9 @@ def run_job(spec: JobSpec, ctx: JobContext, *, records: list[RunRecord] | None =
     """Run one job, report progress, and record the run whatever happens.
 
     A job refused by Delta for a concurrent writer's commit, or whose local checkpoint was lost
-    with an executor (see :mod:`pipeline_lib.ops.retry`), runs again, up to :data:`JOB_CONFLICT_ATTEMPTS` times in all, under the same lock; each
-    retry is a progress line and an entry of ``conflict_retries`` in the run record's details.
+    with an executor (see :mod:`pipeline_lib.ops.retry`), runs again, up to
+    :data:`JOB_CONFLICT_ATTEMPTS` times in all, under the same lock; each retry is a progress
+    line and an entry of ``conflict_retries`` in the run record's details.
 
     Args:
         records: Where to put the run record, for the caller to append with the others of

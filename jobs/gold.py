@@ -27,82 +27,18 @@ from pyspark.sql import functions as F
 from pipeline_lib.gold.dimensions import build_dim_customer, build_dim_date, build_dim_product
 from pipeline_lib.gold.facts import build_fact_order_lines, build_fact_orders, changed_order_ids, of_keys
 from pipeline_lib.gold.sessions import build_fact_sessions
-from pipeline_lib.io.delta import (
-    MergeCounts,
-    assert_unique_keys,
-    replace_groups,
-    sync_table,
-    table_exists,
-    table_version,
-    write_table,
+from pipeline_lib.gold.steps import (
+    is_up_to_date,
+    job_result,
+    needs_full_build,
+    overwrite,
+    pin_inputs,
+    replace_keys,
+    skipped,
 )
+from pipeline_lib.io.delta import assert_unique_keys, sync_table, table_exists
 from pipeline_lib.ops.context import JobContext, JobResult
-from pipeline_lib.ops.watermarks import CDF_PROPERTIES, PinnedInputs
-
-
-def _inputs(ctx: JobContext, table: str, sources: Sequence[str]) -> PinnedInputs:
-    return PinnedInputs.pin(ctx.spark, ctx.lake, f"gold.{table}", sources, ctx.run_id)
-
-
-def _is_up_to_date(ctx: JobContext, path: str, inputs: PinnedInputs) -> bool:
-    return not ctx.full_refresh and table_exists(ctx.spark, path) and inputs.unchanged
-
-
-def _needs_full_build(ctx: JobContext, path: str, inputs: PinnedInputs) -> bool:
-    return ctx.full_refresh or not table_exists(ctx.spark, path) or inputs.first_time
-
-
-def _result(ctx: JobContext, path: str, counts: MergeCounts | None, *, mode: str) -> JobResult:
-    """What the job's own commit did: Delta's counts of that write, not of the table's latest commit."""
-    if counts is None:
-        return JobResult(details={"mode": "skipped", "reason": "content unchanged"})
-    version = table_version(ctx.spark, path)
-    return JobResult(
-        rows_read=counts.source_rows,
-        rows_written=counts.written,
-        delta_versions={} if version is None else {path: version},
-        details={
-            "mode": mode,
-            "inserted": counts.inserted,
-            "updated": counts.updated,
-            "deleted": counts.deleted,
-        },
-    )
-
-
-def _skipped(reason: str) -> JobResult:
-    return JobResult(details={"mode": "skipped", "reason": reason})
-
-
-def _overwrite(ctx: JobContext, table: DataFrame, path: str, inputs: PinnedInputs) -> JobResult:
-    table = table.localCheckpoint()  # counted and written: compute it once
-    rows = table.count()
-    write_table(
-        table,
-        path,
-        mode="overwrite",
-        overwrite_schema=True,
-        properties=CDF_PROPERTIES,
-        user_metadata=inputs.state,
-    )
-    return _result(ctx, path, MergeCounts(inserted=rows, source_rows=rows), mode="full")
-
-
-def _replace_keys(
-    ctx: JobContext,
-    rebuilt: DataFrame,
-    path: str,
-    *,
-    keys: Sequence[str],
-    scope: DataFrame,
-    inputs: PinnedInputs,
-) -> JobResult:
-    """Replace the rows of the ``scope`` keys with ``rebuilt`` (see :func:`replace_groups`)."""
-    counts = replace_groups(rebuilt, path, row_keys=keys, scope=scope, user_metadata=inputs.state)
-    if counts is None:
-        return _skipped("no rows in the changed scope")
-    return _result(ctx, path, counts, mode="incremental")
-
+from pipeline_lib.ops.watermarks import PinnedInputs
 
 # --- Dimensions ------------------------------------------------------------------------------
 
@@ -115,15 +51,15 @@ def _dimension_job(
     Full refresh or a missing table: overwrite. Otherwise one MERGE changes the rows that
     differ, and nothing is committed when none do.
     """
-    path, inputs = ctx.path("gold", table), _inputs(ctx, table, sources)
-    if _is_up_to_date(ctx, path, inputs):
-        return _skipped("sources unchanged")
+    path, inputs = ctx.path("gold", table), pin_inputs(ctx, table, sources)
+    if is_up_to_date(ctx, path, inputs):
+        return skipped("sources unchanged")
     built = build(*(inputs.read(s) for s in sources)).localCheckpoint()  # compared and merged: once
     assert_unique_keys(built, [key], what=f"gold.{table}")
     if ctx.full_refresh or not table_exists(ctx.spark, path):
-        result = _overwrite(ctx, built, path, inputs)
+        result = overwrite(ctx, built, path, inputs)
     else:
-        result = _result(
+        result = job_result(
             ctx, path, sync_table(built, path, keys=[key], user_metadata=inputs.state), mode="merge"
         )
     inputs.record()
@@ -186,15 +122,15 @@ def _changed_orders(inputs: PinnedInputs, orders: DataFrame, order_items: DataFr
 def fact_order_lines(ctx: JobContext) -> JobResult:
     """Order lines (current state) with point-in-time customer and product keys."""
     sources = ("silver.orders", "silver.order_items", "gold.dim_customer", "gold.dim_product")
-    path, inputs = ctx.path("gold", "fact_order_lines"), _inputs(ctx, "fact_order_lines", sources)
-    if _is_up_to_date(ctx, path, inputs):
-        return _skipped("sources unchanged")
+    path, inputs = ctx.path("gold", "fact_order_lines"), pin_inputs(ctx, "fact_order_lines", sources)
+    if is_up_to_date(ctx, path, inputs):
+        return skipped("sources unchanged")
     orders, order_items, customers, products = (inputs.read(s) for s in sources)
-    if _needs_full_build(ctx, path, inputs):
+    if needs_full_build(ctx, path, inputs):
         lines = order_items.transform(
             build_fact_order_lines, orders=orders, dim_customer=customers, dim_product=products
         )
-        result = _overwrite(ctx, lines, path, inputs)
+        result = overwrite(ctx, lines, path, inputs)
     else:
         changed = _changed_orders(inputs, orders, order_items)
         lines = of_keys(order_items, changed).transform(
@@ -203,7 +139,7 @@ def fact_order_lines(ctx: JobContext) -> JobResult:
             dim_customer=customers,
             dim_product=products,
         )
-        result = _replace_keys(ctx, lines, path, keys=["order_id", "line_no"], scope=changed, inputs=inputs)
+        result = replace_keys(ctx, lines, path, keys=["order_id", "line_no"], scope=changed, inputs=inputs)
     inputs.record()
     return result
 
@@ -211,35 +147,35 @@ def fact_order_lines(ctx: JobContext) -> JobResult:
 def fact_orders(ctx: JobContext) -> JobResult:
     """Orders (current state) with line totals in the base currency and the revenue flag."""
     sources = ("silver.orders", "silver.order_items", "gold.dim_customer")
-    path, inputs = ctx.path("gold", "fact_orders"), _inputs(ctx, "fact_orders", sources)
-    if _is_up_to_date(ctx, path, inputs):
-        return _skipped("sources unchanged")
+    path, inputs = ctx.path("gold", "fact_orders"), pin_inputs(ctx, "fact_orders", sources)
+    if is_up_to_date(ctx, path, inputs):
+        return skipped("sources unchanged")
     orders, order_items, customers = (inputs.read(s) for s in sources)
-    if _needs_full_build(ctx, path, inputs):
+    if needs_full_build(ctx, path, inputs):
         facts = orders.transform(build_fact_orders, order_items=order_items, dim_customer=customers)
-        result = _overwrite(ctx, facts, path, inputs)
+        result = overwrite(ctx, facts, path, inputs)
     else:
         changed = _changed_orders(inputs, orders, order_items)
         facts = of_keys(orders, changed).transform(
             build_fact_orders, order_items=of_keys(order_items, changed), dim_customer=customers
         )
-        result = _replace_keys(ctx, facts, path, keys=["order_id"], scope=changed, inputs=inputs)
+        result = replace_keys(ctx, facts, path, keys=["order_id"], scope=changed, inputs=inputs)
     inputs.record()
     return result
 
 
 def fact_sessions(ctx: JobContext) -> JobResult:
     """Visits: one row per click session, with funnel counts and conversion."""
-    path, inputs = ctx.path("gold", "fact_sessions"), _inputs(ctx, "fact_sessions", ("silver.clicks",))
-    if _is_up_to_date(ctx, path, inputs):
-        return _skipped("sources unchanged")
+    path, inputs = ctx.path("gold", "fact_sessions"), pin_inputs(ctx, "fact_sessions", ("silver.clicks",))
+    if is_up_to_date(ctx, path, inputs):
+        return skipped("sources unchanged")
     clicks = inputs.read("silver.clicks")
-    if _needs_full_build(ctx, path, inputs):
-        result = _overwrite(ctx, clicks.transform(build_fact_sessions), path, inputs)
+    if needs_full_build(ctx, path, inputs):
+        result = overwrite(ctx, clicks.transform(build_fact_sessions), path, inputs)
     else:
         changes = inputs.changes("silver.clicks")
         changed = changes.select("session_id").where(F.col("session_id").isNotNull()).distinct()
         sessions = of_keys(clicks, changed).transform(build_fact_sessions)
-        result = _replace_keys(ctx, sessions, path, keys=["session_id"], scope=changed, inputs=inputs)
+        result = replace_keys(ctx, sessions, path, keys=["session_id"], scope=changed, inputs=inputs)
     inputs.record()
     return result

@@ -21,10 +21,16 @@ from statistics import NormalDist
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-# The fact steps shared with the star schema's facts (pinned inputs, full or keyed rebuild).
-from jobs.gold import _inputs, _is_up_to_date, _needs_full_build, _overwrite, _replace_keys, _skipped
 from pipeline_lib.gold.as_of import MissingInputError, inputs_fingerprint, publish_as_of, read_silver
 from pipeline_lib.gold.facts import of_keys
+from pipeline_lib.gold.steps import (
+    is_up_to_date,
+    needs_full_build,
+    overwrite,
+    pin_inputs,
+    replace_keys,
+    skipped,
+)
 from pipeline_lib.gold.stock import build_fact_inventory_daily, daily_units_sold, stock_signals
 from pipeline_lib.io.delta import read_table, table_version
 from pipeline_lib.ops.context import JobContext, JobResult
@@ -42,12 +48,12 @@ _STOCK_CODE = (
 def fact_inventory_daily(ctx: JobContext) -> JobResult:
     """Closing stock per product, location and day that has a snapshot (a missing day is no row)."""
     sources = ("silver.inventory",)
-    path, inputs = ctx.path("gold", "fact_inventory_daily"), _inputs(ctx, "fact_inventory_daily", sources)
-    if _is_up_to_date(ctx, path, inputs):
-        return _skipped("sources unchanged")
+    path, inputs = ctx.path("gold", "fact_inventory_daily"), pin_inputs(ctx, "fact_inventory_daily", sources)
+    if is_up_to_date(ctx, path, inputs):
+        return skipped("sources unchanged")
     inventory = inputs.read("silver.inventory")
-    if _needs_full_build(ctx, path, inputs):
-        result = _overwrite(ctx, inventory.transform(build_fact_inventory_daily), path, inputs)
+    if needs_full_build(ctx, path, inputs):
+        result = overwrite(ctx, inventory.transform(build_fact_inventory_daily), path, inputs)
     else:
         days = (
             inputs.changes("silver.inventory")
@@ -58,7 +64,7 @@ def fact_inventory_daily(ctx: JobContext) -> JobResult:
         )
         rebuilt = of_keys(inventory, days).transform(build_fact_inventory_daily)
         scope = days.withColumnRenamed("snapshot_date", "date")
-        result = _replace_keys(
+        result = replace_keys(
             ctx, rebuilt, path, keys=["product_id", "location_id", "date"], scope=scope, inputs=inputs
         )
     inputs.record()
