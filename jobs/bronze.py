@@ -34,11 +34,16 @@ __all__ = ["ingest", "ingest_source"]
 def ingest(ctx: JobContext, *, source: str) -> JobResult:
     """The job ``bronze.<source>``: ingest the new delivery files of ``source``, or, when
     ``sources.<source>.kind`` is ``jdbc``, extract its table from the shop's database
-    (:mod:`jobs.bronze_db`, docs/postgres.md)."""
+    (:mod:`jobs.bronze_db`, docs/postgres.md), or, when ``sources.clicks.kind`` is ``kafka``,
+    drain the click topic (:mod:`jobs.bronze_kafka`, docs/kafka.md)."""
     if ctx.config.sources.is_database(source):
         from jobs.bronze_db import extract
 
         return extract(ctx, source=source)
+    if ctx.config.sources.is_kafka(source):
+        from jobs.bronze_kafka import drain
+
+        return drain(ctx, source=source)
     return ingest_source(ctx, LANDING_SOURCES[source])
 
 

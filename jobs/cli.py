@@ -75,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
         "this database (postgresql://user@host:port/db; the password from $ECOM_SOURCE_DB_PASSWORD, "
         "$PGPASSWORD or ~/.pgpass)",
     )
+    generate.add_argument(
+        "--to-kafka",
+        metavar="HOST:PORT",
+        help="also send the click deliveries' lines, day by day, to a Kafka topic (one message per "
+        "event, keyed by anonymous_id; idempotent producer); the bootstrap servers host:port[,host:port]",
+    )
+    generate.add_argument(
+        "--topic", default=None, help="the topic of --to-kafka (default sources.clicks.topic: clicks)"
+    )
 
     run = commands.add_parser("run", help="run pipeline jobs")
     run.add_argument("--layer", default="all", choices=["bronze", "silver", "gold", "all"])
@@ -177,7 +186,10 @@ def load_cli_config(args: argparse.Namespace) -> PipelineConfig:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from ecom_generator import generate_landing
+    from pipeline_lib.config import parse_bootstrap_servers
 
+    if args.to_kafka:  # refused before anything is generated
+        args.to_kafka = ",".join(parse_bootstrap_servers(args.to_kafka))
     report = generate_landing(
         args.landing,
         start=args.start,
@@ -207,7 +219,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
             f"applied {len(loaded.days)} days to {args.to_postgres} in {loaded.seconds:.1f}s: "
             f"rows {loaded.rows}, not loadable {loaded.skipped}"
         )
+    if args.to_kafka:
+        _produce_clicks(args, str(report.landing))
     return 0
+
+
+def _produce_clicks(args: argparse.Namespace, landing: str) -> None:
+    """``generate --to-kafka``: the click deliveries of ``landing`` sent to the topic."""
+    import time
+
+    from ecom_generator.kafka import click_messages
+    from pipeline_lib.io.kafka import produce_lines
+
+    servers = args.to_kafka
+    topic = args.topic or load_config(None).sources.clicks.topic
+    started = time.monotonic()
+    sent = produce_lines(
+        servers, topic, click_messages(landing), progress=lambda msg: print(msg, file=sys.stderr, flush=True)
+    )
+    seconds = time.monotonic() - started
+    print(f"sent {sent} click events to topic {topic} at {servers} in {seconds:.1f}s")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -219,7 +250,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_cli_config(args)
     specs = select_jobs(args.layer, args.job)
     run_jobs(
-        lambda: build_spark_session(config.spark),
+        lambda: build_spark_session(config.spark, kafka=config.sources.is_kafka("clicks")),
         config,
         specs,
         dates,

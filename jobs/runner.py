@@ -5,7 +5,8 @@ For each as-of date (one run id each, oldest first), every selected job of
 
 - **skipped**, before any Spark work, when nothing it reads has changed since its last
   success: the Delta versions of its input tables (read from their ``_delta_log``), the
-  files delivered for its landing source (up to ``--as-of``), the settings that decide what
+  files delivered for its landing source (up to ``--as-of``; a Kafka topic's end offsets,
+  docs/kafka.md), the settings that decide what
   the tables hold (not paths or Spark's), and for the gold aggregates the as-of date, all
   equal the state it saved then (``<lake>/ops/_state/<job>.json``,
   :mod:`pipeline_lib.io.storage`). A skipped job starts no Spark job and commits nothing;
@@ -41,6 +42,7 @@ from pyspark.sql import SparkSession
 from jobs.framework import JobFailedError, run_job, save_run_records
 from jobs.graph import LANDING, JobSpec, upstream_jobs
 from pipeline_lib.config import PipelineConfig
+from pipeline_lib.io.kafka import topic_end_offsets
 from pipeline_lib.io.storage import (
     UnreadableRootError,
     delta_version,
@@ -223,6 +225,14 @@ def observe_inputs(spec: JobSpec, config: PipelineConfig, as_of: dt.date | None)
             layer, _, table = name.partition(".")
             if layer == LANDING and config.sources.is_database(table):
                 return None  # the shop's database: only an extract can tell what changed
+            if layer == LANDING and config.sources.is_kafka(table):
+                # A Kafka topic: its end offsets, asked of the brokers (None: the job runs). A run
+                # that succeeded read at least up to the offsets observed before it started.
+                offsets = topic_end_offsets(config.sources.clicks)
+                if offsets is None:
+                    return None
+                facts[name] = {"topic": config.sources.clicks.topic, "end_offsets": offsets}
+                continue
             if layer == LANDING:
                 facts[name] = landing_digest(config.paths.landing, table, as_of)
             else:

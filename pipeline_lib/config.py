@@ -70,6 +70,10 @@ PUBLISH_DB_ENV = "ECOM_PUBLISH_DB"
 # The sources that may be read from the shop's database instead of landing files.
 DATABASE_SOURCES = ("orders", "order_items", "customers")
 SourceKind = Literal["files", "jdbc"]
+# host:port[,host:port]: bronze.clicks reads the Kafka topic sources.clicks.topic (docs/kafka.md).
+CLICKS_KAFKA_ENV = "ECOM_CLICKS_KAFKA"
+ClicksKind = Literal["files", "kafka"]
+KafkaStartingOffsets = Literal["earliest", "latest"]
 RuleKind = Literal["row", "unique", "reference", "time_window"]
 RuleAction = Literal["flag", "quarantine", "fail"]
 SparkLogLevel = Literal["ALL", "DEBUG", "ERROR", "FATAL", "INFO", "OFF", "TRACE", "WARN"]
@@ -458,6 +462,109 @@ class SourceTable:
     partitions: StrictInt = Field(default=4, ge=1, le=64, description="between 1 and 64 parallel reads")
 
 
+# --- Clicks from a Kafka topic (issue 23, docs/kafka.md) -------------------------------------
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$")
+_KAFKA_TOPIC = r"^[A-Za-z0-9._-]{1,249}$"
+# Options of Spark's Kafka source that bronze.clicks sets itself, from the keys above.
+_OWNED_KAFKA_OPTIONS = frozenset(
+    {
+        "kafka.bootstrap.servers",
+        "subscribe",
+        "subscribepattern",
+        "assign",
+        "startingoffsets",
+        "endingoffsets",
+        "failondataloss",
+        "maxoffsetspertrigger",
+        "kafka.group.id",
+        "kafka.key.deserializer",
+        "kafka.value.deserializer",
+        "kafka.enable.auto.commit",
+        "kafka.auto.offset.reset",
+    }
+)
+# An option whose name says it holds a secret: refused as a config key (the environment only).
+_SECRET_OPTION = re.compile(r"(?i)password|secret|jaas|token|credential|\.key$")
+
+
+def parse_bootstrap_servers(text: str) -> tuple[str, ...]:
+    """``host:port[,host:port]`` as a tuple of ``host:port``.
+
+    Raises:
+        ValueError: An entry is not ``host:port`` with a port from 1 to 65535.
+    """
+    servers = tuple(part.strip() for part in text.split(","))
+    for server in servers:
+        match = _HOST_PORT.fullmatch(server)
+        if match is None or not 1 <= int(match.group(2)) <= 65535:
+            raise ValueError(f"expected host:port[,host:port], got {text!r} ({server!r} is not host:port)")
+    return servers
+
+
+def _kafka_options(options: Any) -> Any:
+    options = _spark_values(options)
+    if not isinstance(options, dict):
+        return options
+    for key in options:
+        name = str(key)
+        if not name.startswith("kafka."):
+            raise ValueError(f"{name!r}: only Kafka client settings (kafka.<setting>) go here")
+        if name.lower() in _OWNED_KAFKA_OPTIONS:
+            raise ValueError(f"{name!r} is set by the pipeline from the keys of sources.clicks")
+        if _SECRET_OPTION.search(name):
+            raise ValueError(
+                f"{name!r} holds a secret, never a config key: set sources.clicks.sasl_username and the "
+                f"password in the environment ({CLICKS_KAFKA_ENV}_PASSWORD, or the variable "
+                "sources.clicks.password_env names); see docs/kafka.md"
+            )
+    return options
+
+
+@dataclass(frozen=True, config=_RECORD)
+class ClicksSource:
+    """Where ``bronze.clicks`` reads click events: landing ``files`` or a ``kafka`` topic.
+
+    ``ECOM_CLICKS_KAFKA=host:port[,host:port]`` sets ``bootstrap_servers`` and ``kind: kafka``.
+    Security settings are plain Kafka client keys in ``options`` (``kafka.security.protocol``,
+    ``kafka.sasl.mechanism``, ``kafka.ssl.truststore.location``...); the password is read from
+    the environment variable ``password_env`` only and never logged or recorded.
+    """
+
+    kind: ClicksKind = "files"
+    bootstrap_servers: str | None = None
+    topic: str = Field(default="clicks", pattern=_KAFKA_TOPIC, description="a Kafka topic name")
+    starting_offsets: KafkaStartingOffsets = "earliest"
+    max_offsets_per_trigger: StrictInt | None = Field(
+        default=None, ge=1, description="a positive number of offsets, or null"
+    )
+    sasl_username: str | None = None
+    password_env: str = Field(
+        default=f"{CLICKS_KAFKA_ENV}_PASSWORD",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="an environment variable's name",
+    )
+    options: Annotated[Mapping[str, str], BeforeValidator(_kafka_options)] = Field(default_factory=dict)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, text: str | None) -> str | None:
+        if text is not None:
+            return ",".join(parse_bootstrap_servers(text))
+        return text
+
+    @model_validator(mode="after")
+    def _servers_for_kafka(self) -> ClicksSource:
+        if self.kind == "kafka" and not self.bootstrap_servers:
+            raise ValueError(
+                f"clicks read from kafka need its brokers: set {CLICKS_KAFKA_ENV}=host:port "
+                "or sources.clicks.bootstrap_servers"
+            )
+        sasl = str(self.options.get("kafka.security.protocol", "")).upper().startswith("SASL_")
+        if sasl and "kafka.sasl.mechanism" not in self.options:
+            raise ValueError("kafka.security.protocol SASL_* needs kafka.sasl.mechanism in options")
+        return self
+
+
 @dataclass(frozen=True, config=_RECORD)
 class SourcesConfig:
     """The shop's database, for the sources of :data:`DATABASE_SOURCES` whose kind is ``jdbc``.
@@ -471,6 +578,7 @@ class SourcesConfig:
     orders: SourceTable = Field(default_factory=SourceTable)
     order_items: SourceTable = Field(default_factory=SourceTable)
     customers: SourceTable = Field(default_factory=SourceTable)
+    clicks: ClicksSource = Field(default_factory=ClicksSource)
 
     @model_validator(mode="after")
     def _url_for_jdbc(self) -> SourcesConfig:
@@ -489,6 +597,10 @@ class SourcesConfig:
         """True when bronze reads ``source`` from the database."""
         settings = self.of(source)
         return settings is not None and settings.kind == "jdbc"
+
+    def is_kafka(self, source: str) -> bool:
+        """True when bronze reads ``source`` from a Kafka topic (clicks only)."""
+        return source == "clicks" and self.clicks.kind == "kafka"
 
     def table_of(self, source: str) -> str:
         """The ``[schema.]table`` ``source`` is read from (its own name by default)."""
@@ -714,7 +826,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _env_layers(environ: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
     """Each configuring variable and the keys it sets, in the order they apply: the two roots,
     then the ``ECOM__`` variables from the least specific (a section's mapping) to the most."""
-    layers = [
+    layers: list[tuple[str, dict[str, Any]]] = [
         (var, {section: {key: environ[var]}})
         for var, (section, key) in ROOT_ENV_VARS.items()
         if environ.get(var)
@@ -722,6 +834,9 @@ def _env_layers(environ: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
     if environ.get(SOURCE_DB_ENV):  # the shop's database: orders, order_items, customers from it
         jdbc: dict[str, Any] = {name: {"kind": "jdbc"} for name in DATABASE_SOURCES}
         layers.append((SOURCE_DB_ENV, {"sources": {"url": environ[SOURCE_DB_ENV], **jdbc}}))
+    if environ.get(CLICKS_KAFKA_ENV):  # the click tracker's Kafka topic: clicks from it
+        kafka = {"kind": "kafka", "bootstrap_servers": environ[CLICKS_KAFKA_ENV]}
+        layers.append((CLICKS_KAFKA_ENV, {"sources": {"clicks": kafka}}))
     scoped: list[tuple[int, str, dict[str, Any]]] = []
     for var, raw in environ.items():
         if not var.startswith(ENV_PREFIX):

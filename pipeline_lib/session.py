@@ -2,7 +2,9 @@
 
 Locally (``python -m jobs``, notebooks, tests) the session runs in local mode with the
 Delta Lake jars that ``make setup`` cached in the virtualenv, so no start needs the
-network. Under ``spark-submit`` the submitter owns the master and the jars (``--master``,
+network; when clicks come from Kafka (``sources.clicks.kind: kafka``), Spark's Kafka
+connector that ``make setup`` cached beside them joins ``spark.jars`` too (never Kafka's
+broker jars). Under ``spark-submit`` the submitter owns the master and the jars (``--master``,
 ``--jars`` or ``--packages``): this builder then only adds the Delta extension, the
 catalog and the SQL settings from config.
 """
@@ -25,6 +27,11 @@ log = logging.getLogger(__name__)
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 JARS_DIR_ENV = "ECOM_JARS_DIR"
+KAFKA_JARS_DIR_ENV = "ECOM_KAFKA_JARS_DIR"
+# Option values of Spark SQL reads whose names match are redacted in plans and logs; Spark's
+# default, plus the Kafka source's JAAS configuration (it holds the SASL password).
+REDACTION_KEY = "spark.sql.redaction.options.regex"
+REDACTION_REGEX = "(?i)secret|password|token|access[.]?key|jaas"
 SPARK_LOG_ENV = "ECOM_SPARK_LOG"
 DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
 WAREHOUSE_KEY = "spark.sql.warehouse.dir"
@@ -41,6 +48,10 @@ LOCAL_FS_CONF = {
 
 class DeltaJarsMissingError(RuntimeError):
     """Delta Lake's jars are not in the local cache; ``make setup`` fetches them."""
+
+
+class KafkaJarsMissingError(RuntimeError):
+    """Spark's Kafka connector is not in the local cache; ``make setup`` fetches it."""
 
 
 def default_jars_dir() -> Path:
@@ -64,6 +75,31 @@ def delta_jars(jars_dir: str | os.PathLike[str] | None = None) -> list[Path]:
     return jars
 
 
+def default_kafka_jars_dir() -> Path:
+    """Where ``make setup`` puts Spark's Kafka connector: ``<venv>/share/ecom-pipeline/spark-kafka``."""
+    return Path(sys.prefix) / "share" / "ecom-pipeline" / "spark-kafka"
+
+
+def kafka_jars(jars_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The cached jars of Spark's Kafka connector (``spark-sql-kafka-0-10`` and its dependencies).
+
+    From ``jars_dir``, ``$ECOM_KAFKA_JARS_DIR`` or the virtualenv. Kafka's broker jars
+    (``kafka-broker/``) are a different folder and never join Spark's class path.
+
+    Raises:
+        KafkaJarsMissingError: No ``spark-sql-kafka-0-10`` jar is in the folder.
+    """
+    folder = Path(jars_dir or os.environ.get(KAFKA_JARS_DIR_ENV) or default_kafka_jars_dir())
+    jars = sorted(folder.glob("*.jar"))
+    if not any(j.name.startswith("spark-sql-kafka-0-10_") for j in jars):
+        raise KafkaJarsMissingError(
+            f"Spark's Kafka connector not found in {folder} (clicks are read from Kafka): run "
+            f"`make setup` (it fetches it from Maven Central once), or point {KAFKA_JARS_DIR_ENV} "
+            "at a folder holding spark-sql-kafka-0-10 and its dependencies"
+        )
+    return jars
+
+
 def local_fs_jar() -> Path | None:
     """The jar of the NIO local file system ``make setup`` builds, or None if it is not built."""
     jar = Path(sys.prefix) / "share" / "ecom-pipeline" / "local-fs" / LOCAL_FS_JAR
@@ -80,6 +116,7 @@ def build_spark_session(
     *,
     app_name: str | None = None,
     extra_conf: Mapping[str, str] | None = None,
+    kafka: bool = False,
 ) -> SparkSession:
     """Build (or return the running) Delta-enabled SparkSession.
 
@@ -88,15 +125,20 @@ def build_spark_session(
             the Spark settings to apply.
         app_name: Overrides ``settings.app_name``, e.g. to name the job.
         extra_conf: More Spark settings, applied last (tests use it for small partitions).
+        kafka: Also put Spark's Kafka connector on ``spark.jars`` (clicks read from Kafka:
+            ``config.sources.clicks.kind == "kafka"``); under ``spark-submit`` the submitter
+            adds it (``--packages org.apache.spark:spark-sql-kafka-0-10_2.13:<spark version>``).
 
     Returns:
         The session. A second call in the same process returns the same session.
+
+    Raises:
+        DeltaJarsMissingError, KafkaJarsMissingError: A jar folder that ``make setup`` fills is empty.
     """
     builder = SparkSession.builder.appName(app_name or settings.app_name)
     if not running_under_spark_submit():
-        builder = builder.master(settings.master).config(
-            "spark.jars", ",".join(str(j) for j in delta_jars(settings.jars_dir))
-        )
+        jars = [*delta_jars(settings.jars_dir), *(kafka_jars() if kafka else [])]
+        builder = builder.master(settings.master).config("spark.jars", ",".join(str(j) for j in jars))
     builder = builder.config("spark.sql.extensions", DELTA_EXTENSION).config(
         "spark.sql.catalog.spark_catalog", DELTA_CATALOG
     )
@@ -109,6 +151,8 @@ def build_spark_session(
     # The lake's tables are registered by path; only empty schema folders land in the
     # warehouse, which must not litter the working directory (Spark's default).
     conf.setdefault(WAREHOUSE_KEY, str(Path(tempfile.gettempdir()) / "ecom-spark-warehouse"))
+    if kafka:
+        conf.setdefault(REDACTION_KEY, REDACTION_REGEX)
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

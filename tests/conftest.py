@@ -14,7 +14,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from pipeline_lib.config import PipelineConfig, load_config
-from pipeline_lib.session import build_spark_session
+from pipeline_lib.session import KafkaJarsMissingError, build_spark_session, kafka_jars
 from tests.hostile import HostileBuild, run_over_hostile_landing
 from tests.support import generate_reference_landing
 
@@ -65,6 +65,15 @@ def release_caches_after_each_module() -> Iterator[None]:
         session._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()  # type: ignore[union-attr]
 
 
+def kafka_connector_cached() -> bool:
+    """Whether ``make setup`` cached Spark's Kafka connector."""
+    try:
+        kafka_jars()
+    except KafkaJarsMissingError:
+        return False
+    return True
+
+
 @pytest.fixture(scope="session")
 def spark(base_config: PipelineConfig) -> Iterator[SparkSession]:
     """A local[2] Delta-enabled session shared by every test."""
@@ -77,6 +86,9 @@ def spark(base_config: PipelineConfig) -> Iterator[SparkSession]:
             log_level="ERROR",
             conf={**settings.conf, **TEST_SPARK_CONF},
         ),
+        # Spark's Kafka connector (tests/integration/test_kafka_clicks.py reads a real topic), when
+        # `make setup` cached it: one session serves every module of a worker.
+        kafka=kafka_connector_cached(),
     )
     yield session
     session.stop()

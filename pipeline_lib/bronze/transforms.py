@@ -25,6 +25,7 @@ from pipeline_lib.bronze.schemas import (
 
 REPLACEMENT_CHAR = "\ufffd"  # what the UTF-8 decoder puts where a byte sequence was invalid
 NUL_CHAR = "\u0000"
+_RAW_LINE = "__raw_line"
 
 
 def rescued_fields(extra_columns: Sequence[str]) -> Column:
@@ -71,7 +72,9 @@ def align_csv_to_contract(
     )
 
 
-def parse_json_lines(lines: DataFrame, *, source: LandingSource, keep: Sequence[str] = ()) -> DataFrame:
+def parse_json_lines(
+    lines: DataFrame, *, source: LandingSource, keep: Sequence[str] = (), keep_blank: bool = False
+) -> DataFrame:
     """Parse JSON Lines text into the source's contract, keeping what does not fit.
 
     Args:
@@ -79,6 +82,9 @@ def parse_json_lines(lines: DataFrame, *, source: LandingSource, keep: Sequence[
             (JSON Lines allows them; they hold no record).
         source: The landing source whose contract fields to parse.
         keep: Columns of ``lines`` passed through as they are (a row's file, for lineage).
+        keep_blank: Keep blank values as corrupt records instead of dropping them: a Kafka
+            message is one record, and an empty one is a malformed message, not a blank line.
+            Any value that parses to no record at all is then kept in ``_corrupt_record`` too.
 
     Returns:
         Every contract field as a string (a nested object or array as its JSON text),
@@ -90,15 +96,20 @@ def parse_json_lines(lines: DataFrame, *, source: LandingSource, keep: Sequence[
     known = F.array(*[F.lit(name) for name in source.fields])
     everything = F.from_json("value", "map<string,string>")
     extras = F.map_filter(everything, lambda key, _value: ~F.array_contains(known, key))
-    parsed = lines.where(F.trim(F.col("value")) != "").select(
+    kept = lines if keep_blank else lines.where(F.trim(F.col("value")) != "")
+    parsed = kept.select(
         F.from_json("value", schema, options).alias("record"),
         F.when(F.size(extras) > 0, F.to_json(extras)).alias(RESCUED_DATA),
+        F.col("value").alias(_RAW_LINE),
         *keep,
     )
+    corrupt = F.col(f"record.{CORRUPT_RECORD}")
+    if keep_blank:
+        corrupt = F.coalesce(corrupt, F.when(F.col("record").isNull(), F.col(_RAW_LINE)))
     return parsed.select(
         *[F.col(f"record.{name}").alias(name) for name in source.fields],
         RESCUED_DATA,
-        F.col(f"record.{CORRUPT_RECORD}").alias(CORRUPT_RECORD),
+        corrupt.alias(CORRUPT_RECORD),
         *keep,
     )
 
