@@ -22,6 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.cli import main
+from jobs.framework import JobFailedError
 from jobs.graph import JOB_GRAPH
 from jobs.runner import JobOutcome, run_jobs
 from pipeline_lib.bronze.database import is_deletion
@@ -51,6 +52,7 @@ class Shop:
 
 
 def run(spark: SparkSession, config: PipelineConfig, names: tuple[str, ...] = JOBS) -> list[JobOutcome]:
+    """Run ``names``; a failed job raises :class:`~jobs.framework.JobFailedError`."""
     specs = [spec for spec in JOB_GRAPH if spec.qualified_name in names]
     return run_jobs(spark, config, specs, [None])
 
@@ -225,11 +227,14 @@ def test_a_key_snapshot_lacking_most_keys_is_refused_with_nothing_written(shop, 
         connection.execute("DELETE FROM customers")
     try:
         time.sleep(1.5)
-        outcomes = run(spark, shop.config, ("bronze.customers",))
-        assert [o.status for o in outcomes] == ["failed"]
-        assert "public.customers: the key snapshot lacks" in outcomes[0].reason
-        assert "sources.max_delete_fraction" in outcomes[0].reason
-        assert shop.server.password not in outcomes[0].reason
+        with pytest.raises(JobFailedError) as caught:
+            run(spark, shop.config, ("bronze.customers",))
+        message = str(caught.value)
+        assert message.startswith(
+            "bronze.customers: TooManyDeletionsError: public.customers: the key snapshot lacks"
+        )
+        assert "sources.max_delete_fraction" in message and "nothing written" in message
+        assert "\n" not in message and shop.server.password not in message
         assert {s: table_version(spark, table_path(lake, "bronze", s)) for s in EXTRACTED} == before
     finally:
         with shop.server.connect(autocommit=True) as connection:
