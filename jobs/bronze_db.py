@@ -10,8 +10,12 @@ dispatches here). A run:
    lag (and the end of ``--as-of``'s day); :mod:`pipeline_lib.bronze.database` explains why;
 3. reads the window in parallel JDBC queries, all with those bounds;
 4. drops the rows bronze already holds (read again by the overlap);
-5. appends them in ONE Delta commit that also records the window: a crash before it leaves
-   nothing, after it nothing is missing, and the next run starts from that window.
+5. reads the table's whole key set (the key snapshot) and turns every key bronze holds as
+   live but the table no longer does into a tombstone row (refused, with nothing written,
+   when that is more than ``sources.max_delete_fraction`` of the live keys);
+6. appends the rows and tombstones in ONE Delta commit that also records the window: a crash
+   before it leaves nothing, after it nothing is missing, and the next run starts from that
+   window.
 
 Nothing new, no commit. See docs/postgres.md.
 """
@@ -26,22 +30,34 @@ from pyspark.sql import functions as F
 from pipeline_lib.bronze.database import (
     ORDER_UPDATED_AT,
     ExtractWindow,
+    deleted_keys,
+    deletion_guard,
     extract_record,
     format_instant,
+    live_keys,
     next_window,
     parse_extract_record,
     parse_instant,
     source_prefix,
     source_uri,
     to_bronze_rows,
+    to_tombstones,
     upper_in_uri,
     window_details,
     without_known_rows,
 )
-from pipeline_lib.bronze.schemas import INGEST_DATE, LANDING_SOURCES, SOURCE_FILE, LandingSource
+from pipeline_lib.bronze.schemas import INGEST_DATE, LANDING_SOURCES, SOURCE_FILE, SOURCE_KEYS, LandingSource
 from pipeline_lib.io.delta import read_table, recent_commits, table_exists, table_version, write_table
 from pipeline_lib.io.frames import local_frame
-from pipeline_lib.io.postgres import database_now, read_window, resolve_source_table, source_database
+from pipeline_lib.io.postgres import (
+    Database,
+    SourceTableRef,
+    database_now,
+    read_keys,
+    read_window,
+    resolve_source_table,
+    source_database,
+)
 from pipeline_lib.ops.context import JobContext, JobResult
 from pipeline_lib.ops.watermarks import CDF_PROPERTIES
 
@@ -98,15 +114,22 @@ def extract(ctx: JobContext, *, source: str) -> JobResult:
         .localCheckpoint()  # the database is read once per window
     )
     rows_read = read.count()
-    known = _of_window(_known_rows(ctx, path, prefix, contract), window)
+    known_all = _known_rows(ctx, path, prefix, contract)
+    known = _of_window(known_all, window)
     batch = read.transform(without_known_rows, known=known, source=contract).localCheckpoint()
-    appended = batch.count()
+    new_rows = batch.count()
+    tombstones, live = _tombstones(
+        ctx, db, ref, known_all, uri=uri, window=window, ingested_at=ingested_at, application=application
+    )
+    deleted = tombstones.count()
+    deletion_guard(deleted=deleted, live=live, max_fraction=sources.max_delete_fraction, table=ref.label)
+    appended = new_rows + deleted
     if appended:
         record = extract_record(
             source=source, table=ref.label, location=location, window=window, rows=appended, run_id=ctx.run_id
         )
         write_table(
-            batch,
+            batch.unionByName(tombstones) if deleted else batch,
             path,
             mode="append",
             partition_by=[INGEST_DATE],
@@ -114,16 +137,63 @@ def extract(ctx: JobContext, *, source: str) -> JobResult:
             user_metadata=record,
         )
     ctx.progress(
-        f"bronze.{source}: {ref.label} window {window.label}: {rows_read} rows read, {appended} new"
-        + ("" if appended else "; nothing to commit")
+        f"bronze.{source}: {ref.label} window {window.label}: {rows_read} rows read, {new_rows} new, "
+        f"{deleted} deleted (of {live} live keys)" + ("" if appended else "; nothing to commit")
     )
     version = table_version(ctx.spark, path)
     return JobResult(
         rows_read=rows_read,
         rows_written=appended,
         delta_versions={} if version is None or not appended else {path: version},
-        details={**details, "window": window_details(window, rows=rows_read, new_rows=appended)},
+        details={
+            **details,
+            "window": window_details(window, rows=rows_read, new_rows=new_rows, deleted=deleted),
+        },
     )
+
+
+def _tombstones(
+    ctx: JobContext,
+    db: Database,
+    ref: SourceTableRef,
+    known: DataFrame,
+    *,
+    uri: str,
+    window: ExtractWindow,
+    ingested_at: dt.datetime,
+    application: str,
+) -> tuple[DataFrame, int]:
+    """Tombstones of the keys bronze holds as live that the table no longer has, and the
+    number of live keys (the key snapshot is read here, after the window)."""
+    settings = ctx.config.sources.of(ref.source)
+    assert settings is not None
+    keys = SOURCE_KEYS[ref.source]
+    live = known.transform(live_keys, keys=keys).localCheckpoint()
+    live_count = live.count()
+    if not live_count:
+        return local_frame(ctx.spark, [], LANDING_SOURCES[ref.source].bronze_schema), 0
+    snapshot = read_keys(
+        ctx.spark,
+        db,
+        ref,
+        partitions=settings.partitions,
+        fetch_size=settings.fetch_size,
+        application=application,
+    )
+    tombstones = (
+        live.transform(deleted_keys, snapshot=snapshot, keys=keys)
+        .transform(
+            to_tombstones,
+            source=LANDING_SOURCES[ref.source],
+            keys=keys,
+            uri=uri,
+            window=window,
+            ingested_at=ingested_at,
+            run_id=ctx.run_id,
+        )
+        .localCheckpoint()  # the snapshot is read once
+    )
+    return tombstones, live_count
 
 
 def _previous_upper(

@@ -13,17 +13,27 @@ Submit: ``./spark-submit.sh -- run --layer silver [--job orders]``.
 
 from __future__ import annotations
 
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from pipeline_lib.bronze.schemas import INGEST_DATE, SOURCE_FILE
-from pipeline_lib.io.delta import read_table, table_exists
+from pipeline_lib.io.delta import read_table, replace_groups, table_exists
 from pipeline_lib.io.frames import local_frame
 from pipeline_lib.io.quality import resolve_quarantined
 from pipeline_lib.ops.context import JobContext, JobResult
 from pipeline_lib.ops.watermarks import CDF_PROPERTIES
 from pipeline_lib.privacy.pii import hmac_key
-from pipeline_lib.silver.common import CONFLICT, DUPLICATE, KEPT, SUPERSEDED, VERSION_OUTCOME, count_outcomes
+from pipeline_lib.silver.common import (
+    CONFLICT,
+    DUPLICATE,
+    KEPT,
+    SUPERSEDED,
+    VERSION_OUTCOME,
+    clean_string,
+    count_outcomes,
+)
 from pipeline_lib.silver.customers import clean_customers, to_silver_customers, with_email_hash
+from pipeline_lib.silver.deletions import DELETED_AT, clean_deletions, deleted_rows, without_deleted
 from pipeline_lib.silver.fx import clean_fx_rates, dedupe_fx_rates, to_silver_fx_rates, with_fx_rate
 from pipeline_lib.silver.history import IS_CURRENT
 from pipeline_lib.silver.orders import (
@@ -48,7 +58,9 @@ from pipeline_lib.silver.products import (
     with_delisted_products,
 )
 from pipeline_lib.silver.steps import (
+    SilverBatch,
     as_versions,
+    bronze_deletions,
     check_quality,
     finish,
     lines_still_awaiting_orders,
@@ -59,10 +71,16 @@ from pipeline_lib.silver.steps import (
     recorded_table,
     replace_silver_groups,
     report_conflicts,
+    split_deletions,
     stats_columns,
     with_lines_awaiting_orders,
     write_silver,
 )
+
+# Bronze read from the shop's database holds tombstones of deleted rows (docs/postgres.md).
+CUSTOMER_KEYS = ["customer_id"]
+ORDER_KEYS = ["order_id"]
+LINE_KEYS = ["order_id", "line_no"]
 
 
 def fx_rates(ctx: JobContext) -> JobResult:
@@ -87,6 +105,8 @@ def customers(ctx: JobContext) -> JobResult:
     batch = new_bronze_rows(ctx, "customers", "customers")
     if batch is None:
         return nothing_to_do()
+    batch, tombstones = split_deletions(batch)
+    deletions, deletions_read = _customer_deletions(ctx, batch, tombstones)
     privacy = ctx.config.privacy
     key = hmac_key(privacy.hmac_key_env, allow_insecure_default=privacy.allow_insecure_default_key)
     cleaned = batch.rows.transform(
@@ -104,10 +124,43 @@ def customers(ctx: JobContext) -> JobResult:
         tracked=ctx.config.history.customers_tracked,
         properties=properties,
         state=batch.state,
+        deletions=deletions,
     )
+    if deletions is not None:
+        counts["deletions"] = deletions_read
     return finish(
         ctx, "customers", batch, path, written=written, quarantined=quarantined, counts=counts, info=info
     )
+
+
+def _customer_deletions(
+    ctx: JobContext, batch: SilverBatch, tombstones: DataFrame
+) -> tuple[DataFrame | None, int]:
+    """The deletions to apply to the customers of this batch, and the tombstones it read.
+
+    None when the source is landing files and the batch holds no tombstone (nothing changes
+    then). Otherwise every tombstone bronze holds of the batch's customers: rebuilding a
+    customer's history re-applies its earlier deletions too.
+    """
+    read = tombstones.count()
+    if not read and not ctx.config.sources.is_database("customers"):
+        return None, 0
+    affected = (
+        batch.rows.select(clean_string("customer_id").alias("customer_id"))
+        .unionByName(tombstones.select(clean_string("customer_id").alias("customer_id")))
+        .distinct()
+    )
+    deletions = (
+        bronze_deletions(ctx, "customers")
+        .transform(clean_deletions, keys=CUSTOMER_KEYS)
+        .join(affected, on=CUSTOMER_KEYS, how="left_semi")
+        .select(*CUSTOMER_KEYS, DELETED_AT, INGEST_DATE)
+        .distinct()
+        .localCheckpoint()
+    )
+    if read:
+        ctx.progress(f"silver.customers: {read} customers deleted at the source close their current version")
+    return deletions, read
 
 
 def products(ctx: JobContext) -> JobResult:
@@ -146,6 +199,7 @@ def orders(ctx: JobContext) -> JobResult:
     batch = new_bronze_rows(ctx, "orders", "orders")
     if batch is None:
         return nothing_to_do()
+    batch, tombstones = split_deletions(batch)
     rates = recorded_table(ctx, ctx.path("silver", "fx_rates"), "fx_rates", full=True)
     cleaned = batch.rows.transform(
         clean_orders, source_timezone=ctx.config.pipeline.source_timezone
@@ -168,11 +222,18 @@ def orders(ctx: JobContext) -> JobResult:
         against_silver = compare_with_recorded(compared)
         latest = compared.where(F.col("__newer")).drop("__recorded", "__key", "__newer")
     silver_orders = latest.transform(with_shipping_fee_base).transform(to_silver_orders)
-    written = silver_orders.count()
-    if ctx.full_refresh or written:
-        update_when = "s.updated_at >= t.updated_at"
-        write_silver(
-            ctx, silver_orders, path, keys=["order_id"], update_condition=update_when, state=batch.state
+    deleted = {"deletions": 0, "deleted_in_batch": 0, "removed": 0}
+    if tombstones.isEmpty():
+        written = silver_orders.count()
+        if ctx.full_refresh or written:
+            update_when = "s.updated_at >= t.updated_at"
+            write_silver(
+                ctx, silver_orders, path, keys=ORDER_KEYS, update_condition=update_when, state=batch.state
+            )
+    else:
+        deletions = tombstones.transform(clean_deletions, keys=ORDER_KEYS).localCheckpoint()
+        written, deleted = _apply_order_deletions(
+            ctx, silver_orders, deletions, path, state=batch.state, tombstones=tombstones.count()
         )
     conflicts = outcomes[CONFLICT] + against_silver["conflicts_lost"]
     report_conflicts(
@@ -185,12 +246,56 @@ def orders(ctx: JobContext) -> JobResult:
     counts = {
         "duplicates_removed": outcomes[DUPLICATE] + against_silver["redelivered"],
         "conflicts": conflicts,
-        "superseded": outcomes[SUPERSEDED] + against_silver["older"],
+        "superseded": outcomes[SUPERSEDED] + against_silver["older"] + deleted["deleted_in_batch"],
     }
+    if deleted["deletions"]:
+        counts["deletions"] = deleted["deletions"]
     info = {"conflicts_replacing_silver": against_silver["conflicts_won"]}
+    if deleted["deletions"]:
+        info["orders_deleted"] = deleted["removed"]
     return finish(
         ctx, "orders", batch, path, written=written, quarantined=quarantined, counts=counts, info=info
     )
+
+
+def _apply_order_deletions(
+    ctx: JobContext,
+    silver_orders: DataFrame,
+    deletions: DataFrame,
+    path: str,
+    *,
+    state: str | None,
+    tombstones: int,
+) -> tuple[int, dict[str, int]]:
+    """Write the batch's orders and remove the deleted ones from silver, in ONE commit.
+
+    The greatest time wins: a deletion removes the recorded order and the batch's version of
+    it when they are older; an order inserted again after it stays. Returns the orders
+    written and ``deletions`` (tombstones read), ``deleted_in_batch`` (batch
+    versions a later deletion removed: superseded), ``removed`` (orders leaving silver).
+    """
+    surviving = silver_orders.transform(
+        without_deleted, deletions=deletions, keys=ORDER_KEYS, version="updated_at"
+    ).localCheckpoint()
+    written = surviving.count()
+    deleted_in_batch = silver_orders.count() - written
+    recorded = recorded_table(ctx, path, "orders")
+    gone = (
+        recorded.transform(deleted_rows, deletions=deletions, keys=ORDER_KEYS, version="updated_at")
+        .select(*ORDER_KEYS)
+        .join(surviving.select(*ORDER_KEYS), on=ORDER_KEYS, how="left_anti")
+        .localCheckpoint()
+    )
+    removed = gone.count() + (deleted_in_batch if ctx.full_refresh else 0)
+    if ctx.full_refresh:
+        write_silver(ctx, surviving, path, keys=ORDER_KEYS, update_condition="true", state=state)
+    elif written or removed:
+        scope = surviving.select(*ORDER_KEYS).unionByName(gone).distinct()
+        replace_groups(
+            surviving, path, row_keys=ORDER_KEYS, scope=scope, properties=CDF_PROPERTIES, user_metadata=state
+        )
+    ctx.progress(f"silver.orders: {tombstones} deletions at the source, {removed} orders leave silver")
+    return written, {"deletions": tombstones, "deleted_in_batch": deleted_in_batch, "removed": removed}
 
 
 def order_items(ctx: JobContext) -> JobResult:
@@ -202,9 +307,11 @@ def order_items(ctx: JobContext) -> JobResult:
     spark = ctx.spark
     path = ctx.path("silver", "order_items")
     current_orders = recorded_table(ctx, ctx.path("silver", "orders"), "orders", full=True)
-    batch = with_lines_awaiting_orders(
-        ctx, new_bronze_rows(ctx, "order_items", "order_items"), current_orders
-    )
+    new_rows = new_bronze_rows(ctx, "order_items", "order_items")
+    tombstones = None
+    if new_rows is not None:
+        new_rows, tombstones = split_deletions(new_rows)
+    batch = with_lines_awaiting_orders(ctx, new_rows, current_orders)
     if batch is None:
         return nothing_to_do()
     cleaned = batch.rows.transform(clean_order_items).transform(
@@ -228,9 +335,16 @@ def order_items(ctx: JobContext) -> JobResult:
     superseded = flagged.where(F.col(IS_SUPERSEDED)).count() + outcomes[SUPERSEDED]
     winning = ranked.where(F.col(VERSION_OUTCOME) == KEPT).drop(VERSION_OUTCOME)
     lines = winning.transform(with_line_amounts).transform(to_silver_order_items).localCheckpoint()
-    written = lines.count()
-    if ctx.full_refresh or written:
-        replace_silver_groups(ctx, lines, path, row_keys=["order_id", "line_no"], state=batch.state)
+    deleted = {"deletions": 0, "deleted_in_batch": 0, "removed": 0}
+    if tombstones is None or tombstones.isEmpty():
+        written = lines.count()
+        if ctx.full_refresh or written:
+            replace_silver_groups(ctx, lines, path, row_keys=LINE_KEYS, state=batch.state)
+    else:
+        deletions = tombstones.transform(clean_deletions, keys=LINE_KEYS).localCheckpoint()
+        written, deleted = _apply_line_deletions(
+            ctx, lines, deletions, path, state=batch.state, tombstones=tombstones.count()
+        )
     retried_rows = valid.where(F.col(SOURCE_FILE).isin(list(batch.retried_files)))
     readmitted = (
         resolve_quarantined(retried_rows, ctx.lake, "order_items", run_id=ctx.run_id) if batch.retried else 0
@@ -245,9 +359,52 @@ def order_items(ctx: JobContext) -> JobResult:
     counts = {
         "duplicates_removed": outcomes[DUPLICATE],
         "conflicts": outcomes[CONFLICT],
-        "superseded": superseded,
+        "superseded": superseded + deleted["deleted_in_batch"],
     }
+    if deleted["deletions"]:
+        counts["deletions"] = deleted["deletions"]
     info = {"retried_from_quarantine": batch.retried, "readmitted": readmitted, "awaiting_order": waiting}
+    if deleted["deletions"]:
+        info["lines_deleted"] = deleted["removed"]
     return finish(
         ctx, "order_items", batch, path, written=written, quarantined=quarantined, counts=counts, info=info
     )
+
+
+def _apply_line_deletions(
+    ctx: JobContext, lines: DataFrame, deletions: DataFrame, path: str, *, state: str | None, tombstones: int
+) -> tuple[int, dict[str, int]]:
+    """Write the batch's lines and remove the deleted lines from silver, in ONE commit.
+
+    A line deleted after the order version it belongs to leaves silver (a batch line of a
+    later order version stays). The orders of the batch's lines are replaced whole, as
+    without deletions; an order with deleted lines only keeps its other recorded lines.
+    Returns the lines written and ``deletions``, ``deleted_in_batch``, ``removed`` as
+    :func:`_apply_order_deletions`.
+    """
+    surviving = lines.transform(
+        without_deleted, deletions=deletions, keys=LINE_KEYS, version="order_updated_at"
+    ).localCheckpoint()
+    written = surviving.count()
+    deleted_in_batch = lines.count() - written
+    recorded = recorded_table(ctx, path, "order_items")
+    gone = recorded.transform(
+        deleted_rows, deletions=deletions, keys=LINE_KEYS, version="order_updated_at"
+    ).localCheckpoint()
+    batch_orders = surviving.select("order_id").distinct()
+    touched = gone.select("order_id").distinct().join(batch_orders, on="order_id", how="left_anti")
+    kept = recorded.join(touched, on="order_id", how="left_semi").join(
+        gone.select(*LINE_KEYS), on=LINE_KEYS, how="left_anti"
+    )
+    removed = gone.join(surviving.select(*LINE_KEYS), on=LINE_KEYS, how="left_anti").count()
+    removed += deleted_in_batch if ctx.full_refresh else 0
+    if ctx.full_refresh:
+        replace_silver_groups(ctx, surviving, path, row_keys=LINE_KEYS, state=state)
+    elif written or removed:
+        rows = surviving.unionByName(kept.select(*surviving.columns))
+        scope = batch_orders.unionByName(touched).distinct()
+        replace_groups(
+            rows, path, row_keys=LINE_KEYS, scope=scope, properties=CDF_PROPERTIES, user_metadata=state
+        )
+    ctx.progress(f"silver.order_items: {tombstones} deletions at the source, {removed} lines leave silver")
+    return written, {"deletions": tombstones, "deleted_in_batch": deleted_in_batch, "removed": removed}

@@ -575,6 +575,10 @@ class SourcesConfig:
     url: Annotated[str | None, AfterValidator(_database_url)] = None
     overlap_seconds: StrictInt = Field(default=3600, ge=0, description="seconds, not negative")
     safety_lag_seconds: StrictInt = Field(default=60, ge=0, description="seconds, not negative")
+    # An extract that would delete more than this share of the live keys is refused (1.0: off).
+    max_delete_fraction: float = Field(
+        default=0.5, strict=True, gt=0, le=1, description="a share of the live keys, in (0, 1]"
+    )
     orders: SourceTable = Field(default_factory=SourceTable)
     order_items: SourceTable = Field(default_factory=SourceTable)
     customers: SourceTable = Field(default_factory=SourceTable)

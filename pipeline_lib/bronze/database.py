@@ -15,6 +15,15 @@ Rows read twice (the overlap) are dropped here against what bronze holds
 (:func:`without_known_rows`). The window of an extract is recorded in the bronze commit that appends its rows
 (:func:`extract_record`) and in every row's ``_source_file`` (:func:`source_uri`).
 
+**Deletions** (docs/postgres.md, "Deletes"): each run also reads the table's whole key set
+(a key snapshot) and compares it with the keys bronze holds as live (:func:`live_keys`: the
+latest extracted row of the key is not a deletion). A key bronze holds but the table no
+longer does gets a **tombstone** (:func:`to_tombstones`): its key, ``updated_at`` = the
+window's upper bound (orders, customers), every other field null, and ``_rescued_data`` =
+``{"_op": "delete", "deleted_at": <upper>}`` (:func:`is_deletion`, :func:`deleted_at`); it is
+appended in the same commit as the window's rows. :func:`deletion_guard` refuses an extract
+that would delete more than ``sources.max_delete_fraction`` of the live keys.
+
 Reading the database and the bronze table is :mod:`pipeline_lib.io.postgres`'s and
 :mod:`pipeline_lib.io.delta`'s job; these functions take DataFrames and values.
 """
@@ -43,17 +52,25 @@ from pipeline_lib.bronze.schemas import (
 )
 
 __all__ = [
+    "DELETE_OP",
     "EXTRACT_KEY",
     "ORDER_UPDATED_AT",
     "ExtractWindow",
+    "TooManyDeletionsError",
+    "deleted_at",
+    "deleted_keys",
+    "deletion_guard",
     "extract_record",
     "format_instant",
+    "is_deletion",
+    "live_keys",
     "next_window",
     "parse_extract_record",
     "parse_instant",
     "source_prefix",
     "source_uri",
     "to_bronze_rows",
+    "to_tombstones",
     "upper_in_uri",
     "window_details",
     "window_upper",
@@ -71,6 +88,13 @@ _ISO_UTC = "%Y-%m-%dT%H:%M:%S.%fZ"
 _SPARK_INSTANT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
 _SPARK_WALL_TIME = "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"
 _CONTENT = "__content"
+# A tombstone's mark in _rescued_data: {"_op": "delete", "deleted_at": "<upper, ISO-8601 UTC>"}.
+DELETE_OP = "delete"
+_LATEST = "__latest"
+
+
+class TooManyDeletionsError(RuntimeError):
+    """An extract would delete more of the live keys than ``sources.max_delete_fraction``."""
 
 
 @dataclass(frozen=True)
@@ -289,3 +313,118 @@ def window_details(window: ExtractWindow, **counts: Any) -> dict[str, Any]:
         "upper": format_instant(window.upper),
         **counts,
     }
+
+
+# --- Deletions: a key snapshot compared with bronze's live keys ---------------------------------
+
+
+def is_deletion(rescued: str | Column = RESCUED_DATA) -> Column:
+    """True for a tombstone row (``_rescued_data`` holds ``"_op": "delete"``), else false (never null)."""
+    column = F.col(rescued) if isinstance(rescued, str) else rescued
+    return F.coalesce(F.get_json_object(column, "$._op") == F.lit(DELETE_OP), F.lit(False))
+
+
+def deleted_at(rescued: str | Column = RESCUED_DATA) -> Column:
+    """A tombstone's deletion time as text (ISO-8601 UTC, :func:`format_instant`); null otherwise."""
+    column = F.col(rescued) if isinstance(rescued, str) else rescued
+    return F.when(is_deletion(column), F.get_json_object(column, "$.deleted_at"))
+
+
+def live_keys(known: DataFrame, *, keys: Sequence[str]) -> DataFrame:
+    """The keys whose latest extracted row is not a tombstone.
+
+    Args:
+        known: Bronze rows of earlier extracts of one source table (all of them: a key may
+            have been extracted once, long ago), with ``keys``, ``_source_file`` and
+            ``_rescued_data``.
+
+    Returns:
+        One row per live key (``keys`` only). The latest row of a key is the one of the latest
+        window (upper bound of its ``_source_file``); within a window a tombstone comes after
+        the row it deletes. Rows with a null key part are ignored.
+    """
+    latest = F.max(F.struct(upper_in_uri(SOURCE_FILE).alias("upper"), is_deletion().alias("deleted")))
+    has_key = F.lit(True)
+    for key in keys:
+        has_key = has_key & F.col(key).isNotNull()
+    return (
+        known.where(has_key)
+        .groupBy(*keys)
+        .agg(latest.alias(_LATEST))
+        .where(~F.col(f"{_LATEST}.deleted"))
+        .select(*keys)
+    )
+
+
+def deleted_keys(live: DataFrame, snapshot: DataFrame, *, keys: Sequence[str]) -> DataFrame:
+    """The live keys the source table no longer holds (``left_anti`` of ``live`` by ``snapshot``).
+
+    Args:
+        live: :func:`live_keys` (keys as bronze text).
+        snapshot: Every key of the source table now, as the JDBC source types them (cast to
+            text here, as :func:`to_bronze_rows` does).
+
+    Returns:
+        ``keys`` of ``live`` absent from ``snapshot``. Same grain as ``live``.
+    """
+    current = snapshot.select(*[_as_text(k, snapshot.schema[k].dataType).alias(k) for k in keys])
+    return live.join(current, on=list(keys), how="left_anti")
+
+
+def deletion_guard(*, deleted: int, live: int, max_fraction: float, table: str) -> None:
+    """Refuse an extract that would delete more than ``max_fraction`` of the live keys.
+
+    An empty or mostly empty key snapshot is far more often a wrong table, a permission or a
+    truncate-and-reload in progress than a real purge. ``max_fraction`` 1.0 turns it off.
+
+    Raises:
+        TooManyDeletionsError: ``deleted > max_fraction * live``; nothing has been written.
+    """
+    if deleted and deleted > max_fraction * live:
+        raise TooManyDeletionsError(
+            f"{table}: the key snapshot lacks {deleted} of the {live} keys bronze holds "
+            f"({deleted / live:.0%} > sources.max_delete_fraction {max_fraction:g}); nothing written. "
+            "Check the table and its permissions; if the rows were really deleted, raise "
+            "sources.max_delete_fraction for one run"
+        )
+
+
+def to_tombstones(
+    deleted: DataFrame,
+    *,
+    source: LandingSource,
+    keys: Sequence[str],
+    uri: str,
+    window: ExtractWindow,
+    ingested_at: dt.datetime,
+    run_id: str,
+) -> DataFrame:
+    """Bronze tombstone rows of deleted keys, in the bronze contract.
+
+    Args:
+        deleted: :func:`deleted_keys` (``keys`` as text).
+
+    Returns:
+        One row per key: ``keys``, ``updated_at`` = the window's upper bound (ISO-8601 UTC)
+        when the contract has it, every other field null, ``_rescued_data`` =
+        ``{"_op": "delete", "deleted_at": <upper>}``, lineage as the window's rows.
+    """
+    upper = format_instant(window.upper)
+    mark = json.dumps({"_op": DELETE_OP, "deleted_at": upper}, sort_keys=True)
+
+    def field(name: str) -> Column:
+        if name in keys:
+            return F.col(name)
+        if name == "updated_at":
+            return F.lit(upper)
+        return F.lit(None).cast(T.StringType())
+
+    return deleted.select(
+        *[field(name).alias(name) for name in source.fields],
+        F.lit(mark).alias(RESCUED_DATA),
+        F.lit(None).cast(T.StringType()).alias(CORRUPT_RECORD),
+        F.lit(uri).alias(SOURCE_FILE),
+        F.lit(window.ingest_date).cast(T.DateType()).alias(INGEST_DATE),
+        F.lit(ingested_at).cast(T.TimestampType()).alias(INGESTED_AT),
+        F.lit(run_id).alias(RUN_ID),
+    ).transform(_conform, source=source)

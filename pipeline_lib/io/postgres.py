@@ -66,6 +66,7 @@ __all__ = [
     "publish_database",
     "published_tables",
     "quote_name",
+    "read_keys",
     "read_window",
     "resolve_source_table",
     "source_database",
@@ -390,6 +391,41 @@ def read_window(
     predicates = [f"{where} AND {part}" for part in _slices(key, partitions)]
     properties = db.jdbc_properties(application, fetchsize=str(fetch_size))
     return spark.read.jdbc(db.jdbc_url(), table, predicates=predicates, properties=properties)
+
+
+def _key_table(ref: SourceTableRef, alias: str = "ecom_keys") -> str:
+    """The query of every key of ``ref`` (for ``order_items``: of lines whose order exists,
+    the lines :func:`read_window` can read)."""
+    keys = SOURCE_KEYS[ref.source]
+    if ref.orders is None:
+        return f"(SELECT {', '.join(quote_name(k) for k in keys)} FROM {ref.sql}) AS {alias}"
+    columns = ", ".join(f"i.{quote_name(k)}" for k in keys)
+    order_id = quote_name("order_id")
+    return (
+        f"(SELECT {columns} FROM {ref.sql} i JOIN {ref.orders.sql} o ON o.{order_id} = i.{order_id}"
+        f") AS {alias}"
+    )
+
+
+def read_keys(
+    spark: SparkSession,
+    db: Database,
+    ref: SourceTableRef,
+    *,
+    partitions: int,
+    fetch_size: int,
+    application: str = APPLICATION,
+) -> DataFrame:
+    """Every key of ``ref`` now (the key snapshot that detects deletions), key columns only,
+    read in ``partitions`` parallel queries (slices of the key's hash, as :func:`read_window`).
+
+    Its cost is one scan of the table's key (an index-only scan where the primary key allows),
+    whatever the window: see docs/postgres.md, "Deletes".
+    """
+    key = quote_name(SOURCE_KEYS[ref.source][0])
+    predicates = _slices(key, partitions)
+    properties = db.jdbc_properties(application, fetchsize=str(fetch_size))
+    return spark.read.jdbc(db.jdbc_url(), _key_table(ref), predicates=predicates, properties=properties)
 
 
 # --- Publishing gold ---------------------------------------------------------------------------

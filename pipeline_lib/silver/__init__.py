@@ -2,7 +2,8 @@
 
 Modules: :mod:`.common` (column helpers: text, codes, timestamps, numbers; the tie rule:
 ``rank_versions``, ``keep_latest``), :mod:`.fx` (rates and the as-of lookup), :mod:`.orders`
-(orders and lines), :mod:`.customers`, :mod:`.products`, :mod:`.inventory` (stock snapshots).
+(orders and lines), :mod:`.customers`, :mod:`.products`, :mod:`.inventory` (stock snapshots),
+:mod:`.deletions` (rows deleted at the source, as tombstones from a database extract).
 Clickstream transforms live in their own module.
 """
 
@@ -25,6 +26,7 @@ from pipeline_lib.silver.common import (
     utc_date,
 )
 from pipeline_lib.silver.customers import clean_customers, to_silver_customers, with_email_hash
+from pipeline_lib.silver.deletions import clean_deletions, deleted_rows, deletion_versions, without_deleted
 from pipeline_lib.silver.fx import clean_fx_rates, dedupe_fx_rates, to_silver_fx_rates, with_fx_rate
 from pipeline_lib.silver.inventory import (
     clean_inventory,
@@ -56,6 +58,7 @@ from pipeline_lib.silver.products import (
 
 __all__ = [
     "clean_customers",
+    "clean_deletions",
     "clean_fx_rates",
     "clean_inventory",
     "clean_order_items",
@@ -65,6 +68,8 @@ __all__ = [
     "content_columns",
     "count_outcomes",
     "dedupe_fx_rates",
+    "deleted_rows",
+    "deletion_versions",
     "inventory_version_key",
     "keep_latest",
     "lower_code",
@@ -97,4 +102,5 @@ __all__ = [
     "with_order_version",
     "with_shipping_fee_base",
     "with_superseded_flag",
+    "without_deleted",
 ]

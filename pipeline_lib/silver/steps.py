@@ -20,7 +20,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipeline_lib.bronze.schemas import INGEST_DATE, LANDING_SOURCES, SOURCE_FILE
+from pipeline_lib.bronze.database import is_deletion
+from pipeline_lib.bronze.schemas import INGEST_DATE, LANDING_SOURCES, RESCUED_DATA, SOURCE_FILE
 from pipeline_lib.io.delta import (
     create_empty_table,
     read_table,
@@ -54,6 +55,7 @@ from pipeline_lib.quality.rules import (
     split_by_quality,
     with_rule_results,
 )
+from pipeline_lib.silver.deletions import IS_DELETION, deletion_versions
 from pipeline_lib.silver.history import (
     FROM_INCOMING,
     IS_CURRENT,
@@ -169,6 +171,27 @@ def new_bronze_rows(ctx: JobContext, source: str, table: str) -> SilverBatch | N
     )
 
 
+def split_deletions(batch: SilverBatch) -> tuple[SilverBatch, DataFrame]:
+    """The batch without its tombstones (rows deleted at the source), and the tombstones.
+
+    Only an extract from the shop's database writes tombstones (docs/postgres.md, "Deletes");
+    they are counted among the rows read (``batch.read``) and never checked against the
+    quality rules.
+    """
+    tombstone = F.col(RESCUED_DATA).isNotNull() & is_deletion()
+    return dataclasses.replace(batch, rows=batch.rows.where(~tombstone)), batch.rows.where(tombstone)
+
+
+def bronze_deletions(ctx: JobContext, source: str) -> DataFrame:
+    """Every tombstone bronze ``source`` holds (re-applied when a key's history is rebuilt)."""
+    path = ctx.path("bronze", source)
+    schema = LANDING_SOURCES[source].bronze_schema
+    if not table_exists(ctx.spark, path):
+        return local_frame(ctx.spark, [], schema)
+    rows = read_table(ctx.spark, path)
+    return rows.where(F.col(RESCUED_DATA).isNotNull() & is_deletion()).select(*schema.fieldNames())
+
+
 def check_quality(
     ctx: JobContext,
     table: str,
@@ -266,8 +289,14 @@ def merge_history(
     tracked: Sequence[str],
     properties: dict[str, str],
     state: str | None,
+    deletions: DataFrame | None = None,
 ) -> tuple[dict[str, int], dict[str, int], int]:
     """Rebuild the SCD2 history of the keys in ``incoming`` and replace them in the table.
+
+    Args:
+        deletions: Cleaned deletions (:func:`~pipeline_lib.silver.deletions.clean_deletions`)
+            of the keys to rebuild, all of them (a rebuild re-applies earlier ones): each closes
+            the version before it; their keys are rebuilt too. None: no deletions (files).
 
     Returns:
         The fates of the bronze rows that made no new version (duplicates, conflicts lost,
@@ -275,13 +304,27 @@ def merge_history(
     """
     existing = recorded_table(ctx, path, table)
     incoming = incoming.localCheckpoint()
-    history = build_scd2_history(
-        existing, incoming, keys=keys, tracked=tracked, prefer=[F.col(INGEST_DATE).desc_nulls_last()]
-    ).localCheckpoint()
+    if deletions is None:
+        history = build_scd2_history(
+            existing, incoming, keys=keys, tracked=tracked, prefer=[F.col(INGEST_DATE).desc_nulls_last()]
+        ).localCheckpoint()
+        versions = history
+    else:
+        # A deletion is an observation of the key: tracked as a state of its own, it closes the
+        # version before it (valid_to) and starts a run that a later insert ends; then dropped.
+        deleted = deletion_versions(deletions, like=incoming, keys=keys)
+        history = build_scd2_history(
+            existing.withColumn(IS_DELETION, F.lit(False)),
+            incoming.withColumn(IS_DELETION, F.lit(False)).unionByName(deleted),
+            keys=keys,
+            tracked=[*tracked, IS_DELETION],
+            prefer=[F.col(INGEST_DATE).desc_nulls_last()],
+        ).localCheckpoint()
+        versions = history.where(~F.col(IS_DELETION)).drop(IS_DELETION)
     received, distinct_contents, distinct_starts, new_versions, delisted_versions = history_counts(
-        incoming, history, keys=keys
+        incoming, versions, keys=keys
     )
-    rows = history.drop(FROM_INCOMING)
+    rows = versions.drop(FROM_INCOMING)
     if ctx.full_refresh or not table_exists(ctx.spark, path):
         write_table(
             rows,
@@ -291,8 +334,8 @@ def merge_history(
             overwrite_schema=ctx.full_refresh,
             user_metadata=state,
         )
-    elif not same_rows(rows, existing.join(rows.select(*keys).distinct(), on=list(keys), how="left_semi")):
-        affected = rows.select(*keys).distinct()
+    elif not same_rows(rows, existing.join(history.select(*keys).distinct(), on=list(keys), how="left_semi")):
+        affected = history.select(*keys).distinct()
         replace_groups(
             rows,
             path,
