@@ -16,7 +16,6 @@ import ctypes
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -27,6 +26,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import pyspark
+
+from tools.ports import free_ports
 
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
 SPARK_CLASS = SPARK_HOME / "bin" / "spark-class"
@@ -53,25 +54,6 @@ def die_with_parent() -> None:
 
 class ClusterError(RuntimeError):
     """The cluster did not start or did not reach the state a test waited for."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that the OS reports free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports (probed while all are held, so they differ)."""
-    probes = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for probe in probes:
-            probe.bind((HOST, 0))
-        return [int(probe.getsockname()[1]) for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
 
 
 def wait_for(what: str, probe: Callable[[], T | None], *, timeout_s: float, interval_s: float = 0.5) -> T:

@@ -32,7 +32,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
@@ -44,6 +43,8 @@ from types import TracebackType
 from typing import Any
 
 import psycopg
+
+from tools.ports import free_port
 
 HOST = "127.0.0.1"
 SUPERUSER = "postgres"
@@ -103,23 +104,6 @@ def find_postgres_bindir() -> Path:
         f"PostgreSQL's server binaries (initdb, pg_ctl, postgres) are neither on PATH nor in "
         f"{DEBIAN_BINDIRS}/*/bin: {INSTALL_HINT}"
     )
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port on ``host`` that nothing listens on right now (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
-
-def port_is_free(port: int, host: str = HOST) -> bool:
-    """True when a new socket can bind ``host:port`` (no listener holds it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 def server_processes(data_dir: Path) -> list[int]:

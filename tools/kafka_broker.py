@@ -46,6 +46,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+try:  # imported as tools.kafka_broker (the tests, from the project's root)
+    from tools.ports import free_port, port_is_free
+except ModuleNotFoundError:  # run as a script: python tools/kafka_broker.py
+    from ports import free_port, port_is_free  # type: ignore[no-redef]
+
 HOST = "127.0.0.1"
 DEFAULT_PORT = 9092
 DEFAULT_DIR = ".kafka"
@@ -61,26 +66,6 @@ STORAGE_TOOL = "kafka.tools.StorageTool"
 
 class KafkaBrokerError(RuntimeError):
     """The broker could not be started or stopped; the message says why and where to look."""
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port that nothing listens on right now (the OS picks it; another process may take it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_is_free(port: int, host: str = HOST) -> bool:
-    """Whether a server could listen on ``port`` of ``host`` now (nothing else listens there)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # As the JVM's server sockets do: connections that the stopped broker closed linger in
-        # TIME_WAIT for a minute and do not keep a new server from binding the port.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def broker_classpath(jars_dir: Path = BROKER_JARS) -> str:

@@ -22,13 +22,12 @@ import pytest
 from tests.pg_server import (
     PostgresServer,
     PostgresStartError,
-    free_port,
-    port_is_free,
     process_is_running,
     running_postgres,
     server_processes,
     start_postgres,
 )
+from tools.ports import free_port, port_is_free
 
 pytestmark = pytest.mark.slow
 
