@@ -351,8 +351,12 @@ def test_the_effective_config_holds_no_secret(tmp_path):
     dumps = (repr(config), json.dumps(dataclasses.asdict(config), default=str), config.fingerprint())
     assert all(HMAC_KEY not in dump for dump in dumps)
     secret_like = [f for f in _fields(config) if re.search(r"key|secret|password|token|credential", f)]
-    # The variable's name and a switch; never a value.
-    assert secret_like == ["privacy.hmac_key_env", "privacy.allow_insecure_default_key"]
+    # The names of the variables holding secrets, and a switch; never a value.
+    assert secret_like == [
+        "privacy.hmac_key_env",
+        "privacy.allow_insecure_default_key",
+        "sources.clicks.password_env",
+    ]
     assert (config.privacy.hmac_key_env, config.privacy.allow_insecure_default_key) == ("ECOM_HMAC_KEY", True)
     other = load_config("local", conf_dir=_conf_dir(tmp_path), environ={"ECOM_HMAC_KEY": "another key"})
     assert other.fingerprint() == config.fingerprint()  # the key is not part of the config at all
