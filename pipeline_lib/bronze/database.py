@@ -269,6 +269,23 @@ def to_bronze_rows(
         rescued = F.to_json(F.create_map(*pairs))
     else:
         rescued = F.lit(None).cast(T.StringType())
+    return _as_bronze(
+        rows, fields, rescued, source=source, uri=uri, window=window, ingested_at=ingested_at, run_id=run_id
+    )
+
+
+def _as_bronze(
+    rows: DataFrame,
+    fields: Sequence[Column],
+    rescued: Column,
+    *,
+    source: LandingSource,
+    uri: str,
+    window: ExtractWindow,
+    ingested_at: dt.datetime,
+    run_id: str,
+) -> DataFrame:
+    """``fields`` and ``_rescued_data`` of ``rows`` with the window's lineage, in the bronze contract."""
     return rows.select(
         *fields,
         rescued.alias(RESCUED_DATA),
@@ -419,12 +436,14 @@ def to_tombstones(
             return F.lit(upper)
         return F.lit(None).cast(T.StringType())
 
-    return deleted.select(
-        *[field(name).alias(name) for name in source.fields],
-        F.lit(mark).alias(RESCUED_DATA),
-        F.lit(None).cast(T.StringType()).alias(CORRUPT_RECORD),
-        F.lit(uri).alias(SOURCE_FILE),
-        F.lit(window.ingest_date).cast(T.DateType()).alias(INGEST_DATE),
-        F.lit(ingested_at).cast(T.TimestampType()).alias(INGESTED_AT),
-        F.lit(run_id).alias(RUN_ID),
-    ).transform(_conform, source=source)
+    fields = [field(name).alias(name) for name in source.fields]
+    return _as_bronze(
+        deleted,
+        fields,
+        F.lit(mark),
+        source=source,
+        uri=uri,
+        window=window,
+        ingested_at=ingested_at,
+        run_id=run_id,
+    )
