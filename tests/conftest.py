@@ -16,6 +16,7 @@ from pyspark.sql import SparkSession
 from pipeline_lib.config import PipelineConfig, load_config
 from pipeline_lib.session import KafkaJarsMissingError, build_spark_session, kafka_jars
 from tests.hostile import HostileBuild, run_over_hostile_landing
+from tests.pg_server import PostgresShop, running_postgres
 from tests.support import generate_reference_landing
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,6 +157,42 @@ def hostile_build(tmp_path_factory: pytest.TempPathFactory) -> HostileBuild:
             shutil.rmtree(root, ignore_errors=True)  # a run interrupted by a killed worker
             saved.write_bytes(pickle.dumps(run_over_hostile_landing(root)))
     return pickle.loads(saved.read_bytes())
+
+
+# The generated shop of the PostgreSQL tests: small, no injected defects (every delivered row
+# fits the typed tables), deliveries of 2026-03-02 to 2026-03-05.
+POSTGRES_SHOP_OPTIONS = ("--start", "2026-03-02", "--days", "4", "--scale", "0.01", "--seed", "23")
+
+
+@pytest.fixture(scope="session")
+def postgres_shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresShop]:
+    """One server and one generated shop (``generate --to-postgres``) for the PostgreSQL tests.
+
+    Each module takes its own copy (:meth:`PostgresShop.database`): the tests update and delete
+    rows. The password is in ``ECOM_SOURCE_DB_PASSWORD`` only while the shop loads.
+    """
+    from jobs.cli import main
+
+    landing = tmp_path_factory.mktemp("postgres_shop") / "landing"
+    with running_postgres() as server:
+        os.environ["ECOM_SOURCE_DB_PASSWORD"] = server.password
+        try:
+            generated = main(
+                [
+                    "generate",
+                    "--landing",
+                    str(landing),
+                    *POSTGRES_SHOP_OPTIONS,
+                    "--defect-rate",
+                    "0",
+                    "--to-postgres",
+                    server.url(),
+                ]
+            )
+        finally:
+            os.environ.pop("ECOM_SOURCE_DB_PASSWORD", None)
+        assert generated == 0
+        yield PostgresShop(server, landing)
 
 
 def _shared_root(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:

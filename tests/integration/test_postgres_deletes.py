@@ -1,10 +1,11 @@
 """Rows deleted from the shop's PostgreSQL database reach bronze, silver and gold (docs/postgres.md).
 
-A small generated shop is loaded into a real server and built through bronze, silver and the
-gold dimensions and facts from the database. Then a customer, an order (with its lines) and one
-line of another order are deleted in the database and everything runs again: bronze holds one
-tombstone per deleted key with the window's lineage, silver has the order and lines removed
-and the customer's history closed, gold follows. A run with nothing new commits nothing, and
+The session's generated shop (``postgres_shop``: loaded into a real server; this module
+changes its own copy) is built through bronze, silver and the gold dimensions and facts from
+the database. Then a customer, an order (with its lines) and one line of another order are
+deleted in the database and everything runs again: bronze holds one tombstone per deleted key
+with the window's lineage, silver has the order and lines removed and the customer's history
+closed, gold follows. A run with nothing new commits nothing, and
 a key snapshot that lacks most keys (the wrong table) is refused with nothing written.
 """
 
@@ -21,7 +22,6 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.cli import main
 from jobs.framework import JobFailedError
 from jobs.graph import JOB_GRAPH
 from jobs.runner import JobOutcome, run_jobs
@@ -29,7 +29,7 @@ from pipeline_lib.bronze.database import is_deletion
 from pipeline_lib.config import PipelineConfig, load_config
 from pipeline_lib.io.delta import read_table, table_path, table_version
 from pipeline_lib.ops.schemas import RUNS_TABLE
-from tests.pg_server import PostgresServer, running_postgres
+from tests.pg_server import PostgresServer, PostgresShop
 
 pytestmark = pytest.mark.slow
 
@@ -74,25 +74,14 @@ def last_details(spark: SparkSession, config: PipelineConfig, job: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+def shop(
+    spark: SparkSession, postgres_shop: PostgresShop, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Shop]:
     root = tmp_path_factory.mktemp("deletes")
     environ = {k: v for k, v in os.environ.items() if not k.startswith("ECOM")}
-    with running_postgres() as server:
-        os.environ["ECOM_SOURCE_DB_PASSWORD"] = server.password
-        options = [
-            "--start",
-            "2026-03-02",
-            "--days",
-            "2",
-            "--scale",
-            "0.01",
-            "--seed",
-            "29",
-            "--defect-rate",
-            "0",
-        ]
-        landing = root / "landing"
-        assert main(["generate", "--landing", str(landing), *options, "--to-postgres", server.url()]) == 0
+    server = postgres_shop.database("shop_deletes")
+    os.environ["ECOM_SOURCE_DB_PASSWORD"] = server.password
+    try:
         config = load_config(
             "local",
             conf_dir=REPO / "conf",
@@ -102,7 +91,7 @@ def shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Itera
                 "ECOM__SOURCES__ORDERS__PARTITIONS": "2",
                 "ECOM__SOURCES__SAFETY_LAG_SECONDS": "1",
             },
-        ).with_paths(landing=str(landing), lake=str(root / "lake"))
+        ).with_paths(landing=str(postgres_shop.landing), lake=str(root / "lake"))
         run_ok(spark, config)
         with server.connect(autocommit=True) as connection:
             # a customer with orders, an order with lines (not that customer's), one line of a third
@@ -132,10 +121,9 @@ def shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Itera
             connection.execute("DELETE FROM order_items WHERE order_id = %s AND line_no = %s", line)
         time.sleep(1.5)  # past the safety lag
         run_ok(spark, config)
-        try:
-            yield Shop(server, config, customer, order, (line[0], int(line[1])), lines)
-        finally:
-            os.environ.pop("ECOM_SOURCE_DB_PASSWORD", None)
+        yield Shop(server, config, customer, order, (line[0], int(line[1])), lines)
+    finally:
+        os.environ.pop("ECOM_SOURCE_DB_PASSWORD", None)
 
 
 def test_bronze_holds_one_tombstone_per_deleted_key_with_the_window_lineage(shop, spark):

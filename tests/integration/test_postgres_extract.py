@@ -1,7 +1,8 @@
 """Bronze from the shop's PostgreSQL database (``ECOM_SOURCE_DB``), against a real server.
 
 A small generated shop (no injected defects) is loaded into the server day by day
-(``ecom-pipeline generate --to-postgres``: the tables end in the shop's current state). Bronze and
+(``ecom-pipeline generate --to-postgres``: the tables end in the shop's current state; the
+session's ``postgres_shop`` fixture, of which this module changes its own copy). Bronze and
 silver are built twice, from the landing files and from the database; silver's current rows
 are the same. Then: a second extract with nothing new commits nothing; an order updated
 since reaches silver with its new status; a row committed late with an ``updated_at``
@@ -22,14 +23,13 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.cli import main
 from jobs.graph import JOB_GRAPH
 from jobs.runner import run_jobs
 from pipeline_lib.config import PipelineConfig, load_config
 from pipeline_lib.io.delta import read_table, table_path, table_version
 from pipeline_lib.ops.schemas import RUNS_TABLE
 from pipeline_lib.silver.schemas import SILVER_LINEAGE_FIELDS
-from tests.pg_server import PostgresServer, running_postgres
+from tests.pg_server import PostgresServer, PostgresShop
 
 pytestmark = pytest.mark.slow
 
@@ -64,26 +64,15 @@ def run(spark: SparkSession, config: PipelineConfig, names: tuple[str, ...] = JO
 
 
 @pytest.fixture(scope="module")
-def shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+def shop(
+    spark: SparkSession, postgres_shop: PostgresShop, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Shop]:
     root = tmp_path_factory.mktemp("extract")
-    landing = root / "landing"
+    landing = postgres_shop.landing
     environ = {k: v for k, v in os.environ.items() if not k.startswith("ECOM")}
-    with running_postgres() as server:
-        os.environ["ECOM_SOURCE_DB_PASSWORD"] = server.password
-        shop_options = ["--start", "2026-03-02", "--days", "4", "--scale", "0.01", "--seed", "23"]
-        generated = main(
-            [
-                "generate",
-                "--landing",
-                str(landing),
-                *shop_options,
-                "--defect-rate",
-                "0",
-                "--to-postgres",
-                server.url(),
-            ]
-        )
-        assert generated == 0
+    server = postgres_shop.database("shop_extract")
+    os.environ["ECOM_SOURCE_DB_PASSWORD"] = server.password
+    try:
         files = load_config("local", conf_dir=REPO / "conf", environ=environ).with_paths(
             landing=str(landing), lake=str(root / "lake_files")
         )
@@ -99,10 +88,9 @@ def shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Itera
         ).with_paths(landing=str(landing), lake=str(root / "lake_db"))
         run(spark, files)
         run(spark, database)
-        try:
-            yield Shop(server, files, database)
-        finally:
-            os.environ.pop("ECOM_SOURCE_DB_PASSWORD", None)
+        yield Shop(server, files, database)
+    finally:
+        os.environ.pop("ECOM_SOURCE_DB_PASSWORD", None)
 
 
 def current(spark: SparkSession, config: PipelineConfig, table: str) -> DataFrame:
@@ -168,3 +156,4 @@ def test_an_update_and_a_late_commit_inside_the_overlap_reach_silver(shop, spark
         .collect()
     )
     assert statuses == {updated: "shipped", late_id: "cancelled"}
+
