@@ -7,7 +7,9 @@ dispatches here). A run:
 1. checks the table and its columns (nothing is written when one is missing);
 2. fixes the window once: from the previous extract's upper bound (recorded in the bronze
    commit that appended its rows) less the overlap, to the database's clock less the safety
-   lag (and the end of ``--as-of``'s day); :mod:`pipeline_lib.bronze.database` explains why;
+   lag (and the end of ``--as-of``'s day); the clock is the one the runner read at the start
+   of the run (``ctx.source_clock``: the three extracts of a run share one upper bound), or
+   read here for a job run alone; :mod:`pipeline_lib.bronze.database` explains why;
 3. reads the window in parallel JDBC queries, all with those bounds;
 4. drops the rows bronze already holds (read again by the overlap);
 5. reads the table's whole key set (the key snapshot) and turns every key bronze holds as
@@ -78,7 +80,7 @@ def extract(ctx: JobContext, *, source: str) -> JobResult:
     previous = _previous_upper(ctx, path, source=source, table=ref.label, location=location, prefix=prefix)
     window = next_window(
         previous,
-        now=database_now(db, application=application),
+        now=ctx.source_clock or database_now(db, application=application),
         overlap_seconds=sources.overlap_seconds,
         safety_lag_seconds=sources.safety_lag_seconds,
         as_of=ctx.as_of,

@@ -43,6 +43,7 @@ from jobs.framework import JobFailedError, run_job, save_run_records
 from jobs.graph import LANDING, JobSpec, upstream_jobs
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.io.kafka import topic_end_offsets
+from pipeline_lib.io.postgres import DatabaseError, database_now, source_database
 from pipeline_lib.io.storage import (
     UnreadableRootError,
     delta_version,
@@ -139,6 +140,7 @@ def _run_day(
     records: list[RunRecord] = []
     pending = list(specs)
     parallel = max(1, config.pipeline.max_parallel_jobs)
+    clock = source_clock(config, specs)
     try:
         with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="job") as pool:
             running: dict[Future[JobOutcome], str] = {}
@@ -155,7 +157,7 @@ def _run_day(
                         outcomes[name] = JobOutcome(name, BLOCKED, reason)
                         continue
                     job = partial(
-                        _run_one, session, config, spec, as_of, run_id, records, full_refresh, force
+                        _run_one, session, config, spec, as_of, run_id, records, full_refresh, force, clock
                     )
                     running[pool.submit(job)] = name
                 if running:
@@ -166,6 +168,24 @@ def _run_day(
         if records:  # one bookkeeping commit per run, failed runs included
             save_run_records(JobContext(spark=session.get(), config=config, run_id=run_id), records)
     return [outcomes[spec.qualified_name] for spec in specs]
+
+
+def source_clock(config: PipelineConfig, specs: Sequence[JobSpec]) -> dt.datetime | None:
+    """The shop database's clock, read once for a run that extracts from it, so that every
+    extract of the run (``orders``, ``order_items``, ``customers``) ends its window at the same
+    instant (docs/postgres.md, "The window").
+
+    Returns:
+        The clock; None when no selected job extracts from the database, or when the database
+        cannot be reached now (each extract then reads the clock itself, and fails with its own
+        message naming its table).
+    """
+    if not any(spec.layer == "bronze" and config.sources.is_database(spec.name) for spec in specs):
+        return None
+    try:
+        return database_now(source_database(config.sources), application="ecom-pipeline run")
+    except DatabaseError:
+        return None
 
 
 def _failed_upstream(
@@ -190,6 +210,7 @@ def _run_one(
     records: list[RunRecord],
     full_refresh: bool,
     force: bool,
+    clock: dt.datetime | None,
 ) -> JobOutcome:
     name = spec.qualified_name
     inputs = observe_inputs(spec, config, as_of)
@@ -199,7 +220,12 @@ def _run_one(
             progress(f"{name}: skipped, nothing it reads changed since run {idle}")
             return JobOutcome(name, SKIPPED, f"inputs unchanged since run {idle}")
     ctx = JobContext(
-        spark=session.for_job(), config=config, run_id=run_id, as_of=as_of, full_refresh=full_refresh
+        spark=session.for_job(),
+        config=config,
+        run_id=run_id,
+        as_of=as_of,
+        full_refresh=full_refresh,
+        source_clock=clock,
     )
     try:
         run_job(spec, ctx, records=records)

@@ -28,6 +28,10 @@ class JobContext:
     run_id: str
     as_of: dt.date | None = None
     full_refresh: bool = False
+    # The shop database's clock, read once by the runner at the start of a run that extracts
+    # from it: every extract of the run ends its window at the same instant. None: each
+    # extract reads the clock itself (a job run alone).
+    source_clock: dt.datetime | None = None
 
     @property
     def lake(self) -> str:

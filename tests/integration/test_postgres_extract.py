@@ -157,3 +157,18 @@ def test_an_update_and_a_late_commit_inside_the_overlap_reach_silver(shop, spark
     )
     assert statuses == {updated: "shipped", late_id: "cancelled"}
 
+
+def test_the_extracts_of_one_run_share_one_upper_bound(shop, spark):
+    """The runner reads the database's clock once per run: every extract's window ends there."""
+    lake = shop.database.paths.lake
+    runs = read_table(spark, table_path(lake, "ops", RUNS_TABLE)).where(
+        F.col("job").isin(*(f"bronze.{s}" for s in EXTRACTED))
+    )
+    uppers: dict[str, set[str]] = {}
+    for record in runs.collect():
+        window = json.loads(record.details)["window"]
+        if window is not None:
+            uppers.setdefault(record.run_id, set()).add(window["upper"])
+    first_run = min(uppers)  # the fixture's: the three extracts, in one run
+    assert len(runs.where(F.col("run_id") == first_run).collect()) == len(EXTRACTED)
+    assert all(len(bounds) == 1 for bounds in uppers.values()), uppers
