@@ -71,9 +71,15 @@ class RunLog:
         }
 
 
+_RUN_INTO = re.compile(r"(?<=\S)(\[\d\d:\d\d:\d\d\] )")
+
+
 def parse_run_log(text: str) -> RunLog:
     """Read the runner's progress lines out of a process's output (other lines are ignored)."""
     log = RunLog()
+    # Logs of runs before progress lines were written whole could hold two threads' lines
+    # run into one ("...since run X[15:22:38] gold.y: skipped, ..."): split them again.
+    text = _RUN_INTO.sub(r"\n\1", text)
     for line in text.splitlines():
         start = _RUN_START.match(line)
         if start:

@@ -13,6 +13,9 @@ Submit: ``./spark-submit.sh -- run --layer silver [--job orders]``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -258,6 +261,36 @@ def orders(ctx: JobContext) -> JobResult:
     )
 
 
+@dataclass(frozen=True)
+class _DeletionSplit:
+    """A batch and its table split by the deletions that apply to them (greatest time wins)."""
+
+    surviving: DataFrame  # the batch's rows no later deletion removes (checkpointed)
+    written: int  # rows of ``surviving``
+    deleted_in_batch: int  # batch rows a later deletion removed
+    recorded: DataFrame  # the table as recorded
+    gone: DataFrame  # recorded rows a later deletion removes (checkpointed)
+
+
+def _split_by_deletions(
+    ctx: JobContext,
+    batch_rows: DataFrame,
+    deletions: DataFrame,
+    path: str,
+    *,
+    table: str,
+    keys: Sequence[str],
+    version: str,
+) -> _DeletionSplit:
+    """The steps the order and line deletions share: which batch rows survive, which recorded go."""
+    surviving = batch_rows.transform(without_deleted, deletions=deletions, keys=keys, version=version)
+    surviving = surviving.localCheckpoint()
+    written = surviving.count()
+    recorded = recorded_table(ctx, path, table)
+    gone = recorded.transform(deleted_rows, deletions=deletions, keys=keys, version=version).localCheckpoint()
+    return _DeletionSplit(surviving, written, batch_rows.count() - written, recorded, gone)
+
+
 def _apply_order_deletions(
     ctx: JobContext,
     silver_orders: DataFrame,
@@ -274,18 +307,11 @@ def _apply_order_deletions(
     written and ``deletions`` (tombstones read), ``deleted_in_batch`` (batch
     versions a later deletion removed: superseded), ``removed`` (orders leaving silver).
     """
-    surviving = silver_orders.transform(
-        without_deleted, deletions=deletions, keys=ORDER_KEYS, version="updated_at"
-    ).localCheckpoint()
-    written = surviving.count()
-    deleted_in_batch = silver_orders.count() - written
-    recorded = recorded_table(ctx, path, "orders")
-    gone = (
-        recorded.transform(deleted_rows, deletions=deletions, keys=ORDER_KEYS, version="updated_at")
-        .select(*ORDER_KEYS)
-        .join(surviving.select(*ORDER_KEYS), on=ORDER_KEYS, how="left_anti")
-        .localCheckpoint()
+    split = _split_by_deletions(
+        ctx, silver_orders, deletions, path, table="orders", keys=ORDER_KEYS, version="updated_at"
     )
+    surviving, written, deleted_in_batch = split.surviving, split.written, split.deleted_in_batch
+    gone = split.gone.select(*ORDER_KEYS).join(surviving.select(*ORDER_KEYS), on=ORDER_KEYS, how="left_anti")
     removed = gone.count() + (deleted_in_batch if ctx.full_refresh else 0)
     if ctx.full_refresh:
         write_silver(ctx, surviving, path, keys=ORDER_KEYS, update_condition="true", state=state)
@@ -382,15 +408,11 @@ def _apply_line_deletions(
     Returns the lines written and ``deletions``, ``deleted_in_batch``, ``removed`` as
     :func:`_apply_order_deletions`.
     """
-    surviving = lines.transform(
-        without_deleted, deletions=deletions, keys=LINE_KEYS, version="order_updated_at"
-    ).localCheckpoint()
-    written = surviving.count()
-    deleted_in_batch = lines.count() - written
-    recorded = recorded_table(ctx, path, "order_items")
-    gone = recorded.transform(
-        deleted_rows, deletions=deletions, keys=LINE_KEYS, version="order_updated_at"
-    ).localCheckpoint()
+    split = _split_by_deletions(
+        ctx, lines, deletions, path, table="order_items", keys=LINE_KEYS, version="order_updated_at"
+    )
+    surviving, written, deleted_in_batch = split.surviving, split.written, split.deleted_in_batch
+    recorded, gone = split.recorded, split.gone
     batch_orders = surviving.select("order_id").distinct()
     touched = gone.select("order_id").distinct().join(batch_orders, on="order_id", how="left_anti")
     kept = recorded.join(touched, on="order_id", how="left_semi").join(

@@ -66,12 +66,21 @@ def delta_jars(jars_dir: str | os.PathLike[str] | None = None) -> list[Path]:
         DeltaJarsMissingError: No ``delta-spark`` jar is in the folder.
     """
     folder = Path(jars_dir or os.environ.get(JARS_DIR_ENV) or default_jars_dir())
-    jars = sorted(folder.glob("*.jar"))
-    if not any(j.name.startswith("delta-spark_") for j in jars):
-        raise DeltaJarsMissingError(
+    return _jars_holding(
+        folder,
+        "delta-spark_",
+        DeltaJarsMissingError(
             f"Delta Lake jars not found in {folder}: run `make setup` (it fetches them from Maven Central "
             f"once), or point {JARS_DIR_ENV} at a folder holding them"
-        )
+        ),
+    )
+
+
+def _jars_holding(folder: Path, prefix: str, missing: Exception) -> list[Path]:
+    """The jars of ``folder``, sorted, if one of them is named ``prefix...``; else raise ``missing``."""
+    jars = sorted(folder.glob("*.jar"))
+    if not any(j.name.startswith(prefix) for j in jars):
+        raise missing
     return jars
 
 
@@ -90,14 +99,15 @@ def kafka_jars(jars_dir: str | os.PathLike[str] | None = None) -> list[Path]:
         KafkaJarsMissingError: No ``spark-sql-kafka-0-10`` jar is in the folder.
     """
     folder = Path(jars_dir or os.environ.get(KAFKA_JARS_DIR_ENV) or default_kafka_jars_dir())
-    jars = sorted(folder.glob("*.jar"))
-    if not any(j.name.startswith("spark-sql-kafka-0-10_") for j in jars):
-        raise KafkaJarsMissingError(
+    return _jars_holding(
+        folder,
+        "spark-sql-kafka-0-10_",
+        KafkaJarsMissingError(
             f"Spark's Kafka connector not found in {folder} (clicks are read from Kafka): run "
             f"`make setup` (it fetches it from Maven Central once), or point {KAFKA_JARS_DIR_ENV} "
             "at a folder holding spark-sql-kafka-0-10 and its dependencies"
-        )
-    return jars
+        ),
+    )
 
 
 def local_fs_jar() -> Path | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,9 +48,20 @@ class JobContext:
         progress(message)
 
 
+_PROGRESS_LOCK = threading.Lock()
+
+
 def progress(message: str) -> None:
-    """One line of progress on stderr, with the time."""
-    print(f"[{dt.datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+    """One line of progress on stderr, with the time.
+
+    One write per line, under a lock: the runner's jobs run in threads side by side, and
+    ``print`` writes the text and its newline separately, so two jobs' lines could run into
+    one (a scheduler's log, or a tool counting the lines, then misreads both).
+    """
+    line = f"[{dt.datetime.now():%H:%M:%S}] {message}\n"
+    with _PROGRESS_LOCK:
+        sys.stderr.write(line)
+        sys.stderr.flush()
 
 
 @dataclass

@@ -267,3 +267,19 @@ def test_regrouped_deliveries_hold_the_same_rows_under_one_header_per_layout(tmp
     assert (blocks / "clicks/ingest_date=2026-03-04/clicks_20260304.jsonl").read_bytes() == b'{"e":5}\n'
     with pytest.raises(ValueError, match="days_per_block must be >= 1"):
         regroup_deliveries(daily, blocks, days_per_block=0)
+
+
+def test_lines_two_threads_ran_into_one_are_read_as_two():
+    # How the no-op run's log looked before progress lines were written whole.
+    since = "skipped, nothing it reads changed since run 20261206T151754Z-010c5cc9"
+    text = "\n".join(
+        [
+            "[15:22:38] run 20261206T152238Z-effee3e5: 3 jobs, landing /l, lake /k",
+            f"[15:22:38] gold.dim_product: {since}[15:22:38] gold.dim_customer: {since}",
+            f"[15:22:38] gold.fact_orders: {since}",
+            "[15:22:38] run 20261206T152238Z-effee3e5: 0 ran, 3 skipped (nothing new), 0 failed or blocked",
+        ]
+    )
+    log = parse_run_log(text)
+    assert log.as_dict()["skipped"] == ["gold.dim_product", "gold.dim_customer", "gold.fact_orders"]
+    assert log.outcomes[0] == ("gold.dim_product", "skipped", "20261206T151754Z-010c5cc9")
