@@ -37,6 +37,9 @@ class JobSpec:
         description: One line for ``ecom-pipeline jobs`` and the docs.
         uses_as_of: True when ``--as-of`` changes its output for the same inputs (the gold
             aggregates compute an as-of partition); the idle check then compares it too.
+        settings: The job-specific config sections it reads
+            (:data:`pipeline_lib.config.JOB_SPECIFIC_SECTIONS`); the idle check compares those
+            and every other section, so a change to another job's section does not run it.
     """
 
     layer: str
@@ -47,6 +50,7 @@ class JobSpec:
     description: str
     options: tuple[tuple[str, str], ...] = ()
     uses_as_of: bool = False
+    settings: tuple[str, ...] = ()
 
     @property
     def qualified_name(self) -> str:
@@ -85,7 +89,13 @@ def _silver(name: str, target: str, inputs: Sequence[str], description: str) -> 
 
 
 def _gold(
-    name: str, target: str, inputs: Sequence[str], description: str, *, uses_as_of: bool = False
+    name: str,
+    target: str,
+    inputs: Sequence[str],
+    description: str,
+    *,
+    uses_as_of: bool = False,
+    settings: Sequence[str] = (),
 ) -> JobSpec:
     return JobSpec(
         "gold",
@@ -95,6 +105,7 @@ def _gold(
         outputs=(f"gold.{name}",),
         description=description,
         uses_as_of=uses_as_of,
+        settings=tuple(settings),
     )
 
 
@@ -199,6 +210,7 @@ JOB_GRAPH: tuple[JobSpec, ...] = (
         ["silver.orders", "silver.order_items"],
         "RFM scores and segment per customer as of a date.",
         uses_as_of=True,
+        settings=("segments",),
     ),
     _gold(
         "product_popularity",
@@ -219,6 +231,7 @@ JOB_GRAPH: tuple[JobSpec, ...] = (
         ["gold.fact_inventory_daily", "silver.orders", "silver.order_items"],
         "Stock, demand over in-stock days, cover, lost sales and a reorder point per product as of a date.",
         uses_as_of=True,
+        settings=("stock",),
     ),
     _gold(
         "campaign_audiences",
@@ -226,6 +239,7 @@ JOB_GRAPH: tuple[JobSpec, ...] = (
         ["silver.orders", "silver.order_items", "silver.customers"],
         "Members of each campaign as of a date: targeted segment, current consent, stable group.",
         uses_as_of=True,
+        settings=("segments", "campaigns"),
     ),
     _gold(
         "campaign_results",
@@ -233,6 +247,7 @@ JOB_GRAPH: tuple[JobSpec, ...] = (
         ["silver.orders", "silver.order_items", "silver.customers"],
         "Buyers, orders and revenue per campaign group after the start, with the uplift and its interval.",
         uses_as_of=True,
+        settings=("segments", "campaigns"),
     ),
     _gold(
         "product_affinity",
@@ -240,6 +255,7 @@ JOB_GRAPH: tuple[JobSpec, ...] = (
         ["silver.orders", "silver.order_items", "silver.clicks"],
         "Products bought together (same order) and viewed together (same session), as of a date.",
         uses_as_of=True,
+        settings=("recommendations",),
     ),
     _gold(
         "recommendations",
@@ -247,6 +263,7 @@ JOB_GRAPH: tuple[JobSpec, ...] = (
         _RECOMMENDATION_INPUTS,
         "Top products per customer as of a date: ALS model, co-purchase, then popularity.",
         uses_as_of=True,
+        settings=("recommendations",),
     ),
     _gold(
         "recommendation_metrics",
@@ -254,6 +271,7 @@ JOB_GRAPH: tuple[JobSpec, ...] = (
         _RECOMMENDATION_INPUTS,
         "Precision, recall, NDCG at k and coverage of the model against its baselines, as of a date.",
         uses_as_of=True,
+        settings=("recommendations",),
     ),
 )
 

@@ -238,12 +238,13 @@ def _run_one(
 
 def observe_inputs(spec: JobSpec, config: PipelineConfig, as_of: dt.date | None) -> dict[str, Any] | None:
     """What ``spec`` would read, as cheap facts: each input's Delta version or landing digest,
-    the configuration's fingerprint, and the as-of date for a job that uses it.
+    the fingerprint of the configuration it reads (every section but the job-specific ones it
+    does not declare), and the as-of date for a job that uses it.
 
     Returns:
         The facts, or None when one of them cannot be read without Spark (then the job runs).
     """
-    facts: dict[str, Any] = {"config": config.rules_fingerprint()}
+    facts: dict[str, Any] = {"config": config.rules_fingerprint(spec.settings)}
     if spec.uses_as_of:
         facts["as_of"] = None if as_of is None else as_of.isoformat()
     try:

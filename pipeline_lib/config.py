@@ -36,7 +36,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -703,11 +703,26 @@ class PipelineConfig:
         payload = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
-    def rules_fingerprint(self) -> str:
+    def rules_fingerprint(self, sections: Iterable[str] | None = None) -> str:
         """A short SHA-256 of the settings that decide what the tables hold: all but where the
         lake and landing are (``paths``) and how Spark runs (``spark``). A job whose inputs and
-        these settings have not changed has nothing to do (:mod:`jobs.runner`)."""
-        ignored = ("paths", "spark", "env", "publish")  # publish: where gold goes, not what it holds
+        these settings have not changed has nothing to do (:mod:`jobs.runner`).
+
+        Args:
+            sections: Of :data:`JOB_SPECIFIC_SECTIONS`, the ones to include (the sections the
+                job reads, ``JobSpec.settings``); None includes them all.
+
+        Raises:
+            ValueError: ``sections`` names a section that is not job-specific.
+        """
+        ignored = {"paths", "spark", "env", "publish"}  # publish: where gold goes, not what it holds
+        if sections is not None:
+            unknown = sorted(set(sections) - set(JOB_SPECIFIC_SECTIONS))
+            if unknown:
+                raise ValueError(
+                    f"not job-specific config sections: {unknown}; known: {JOB_SPECIFIC_SECTIONS}"
+                )
+            ignored |= set(JOB_SPECIFIC_SECTIONS) - set(sections)
         settings = {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
         payload = json.dumps(settings, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -717,6 +732,12 @@ class PipelineConfig:
         paths = PathsConfig(landing=landing or self.paths.landing, lake=lake or self.paths.lake)
         return dataclasses.replace(self, paths=paths)
 
+
+# Sections only the jobs that declare them read (``JobSpec.settings`` in :mod:`jobs.graph`;
+# tests/unit/test_job_settings.py checks the declarations against the jobs' code): a job's
+# idle check fingerprints every other section plus its own of these, so editing a campaign
+# or a stock setting runs the jobs that read it, not bronze, silver and the rest of gold.
+JOB_SPECIFIC_SECTIONS = ("segments", "campaigns", "stock", "recommendations")
 
 SECTIONS: dict[str, type] = {
     "paths": PathsConfig,
