@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import Column, DataFrame, Row, Window
@@ -397,15 +398,40 @@ def fit_implicit_als(ratings: DataFrame, *, params: AlsSettings) -> ALSModel:
     return als.fit(ratings.repartition(1).sortWithinPartitions("user", "item"))
 
 
-def collect_candidate_depth(
-    item_ids: DataFrame, *, scored: DataFrame, sellable: DataFrame, exclusions: DataFrame, top_n: int
-) -> int:
-    """How many items to ask ALS for per customer so that ``top_n`` remain after the filters.
+def restrict_items(model: ALSModel, items: DataFrame) -> ALSModel:
+    """``model`` with the same factors, ranking only ``items`` (their ``item`` ids).
 
-    ``top_n`` plus the model's items that are not sellable plus the most model items any
-    scored customer has already ordered. Collects two numbers (bounded).
+    ALS ranks every item it was trained on, and a shop's catalogue turns over: at scale 5,
+    4,407 of the 14,349 products in the window could no longer be sold. Asking ALS for that
+    many more items per customer, so that ``top_n`` sellable ones remain, made its top-k
+    selection (a bounded priority queue per customer, one task) the run's longest task:
+    755 s. ``ALSModel`` has no public way to rank a subset of items; this builds the model on
+    the JVM from the user factors and the kept item factors (the constructor ``ALS.fit`` uses)
+    with the same columns, so the factors, and each kept item's score, are unchanged.
     """
-    unsellable = item_ids.join(sellable, on="product_id", how="left_anti").count()
+    java: Any = model._java_obj
+    kept = model.itemFactors.join(items.select(F.col("item").alias("id")), on="id", how="left_semi")
+    jvm: Any = kept.sparkSession._jvm
+    restricted = jvm.org.apache.spark.ml.recommendation.ALSModel(
+        java.uid(), java.rank(), java.userFactors(), kept._jdf
+    )
+    restricted = (
+        restricted.setUserCol(java.getUserCol())
+        .setItemCol(java.getItemCol())
+        .setBlockSize(java.getBlockSize())
+        .setColdStartStrategy(java.getColdStartStrategy())
+    )
+    return ALSModel(restricted)
+
+
+def collect_candidate_depth(
+    item_ids: DataFrame, *, scored: DataFrame, exclusions: DataFrame, top_n: int
+) -> int:
+    """How many items to ask ALS for per customer so that ``top_n`` remain after the exclusions.
+
+    ``top_n`` plus the most items of ``item_ids`` (the items the model ranks) any scored
+    customer has already ordered. Collects one number (bounded).
+    """
     most_excluded = (
         exclusions.join(item_ids, on="product_id", how="left_semi")
         .join(scored, on="customer_id", how="left_semi")
@@ -414,7 +440,7 @@ def collect_candidate_depth(
         .agg(F.max("count"))
         .first()
     )
-    return top_n + unsellable + int((most_excluded and most_excluded[0]) or 0)
+    return top_n + int((most_excluded and most_excluded[0]) or 0)
 
 
 def model_recommendations(
@@ -431,7 +457,8 @@ def model_recommendations(
 
     Every customer and product of ``interactions`` trains the model; customers with at least
     ``min_interactions`` distinct products are scored (those of ``customers`` only, when
-    given). Runs Spark jobs: the training, and two small counts (:func:`collect_candidate_depth`).
+    given), over the sellable products only (:func:`restrict_items`). Runs Spark jobs: the
+    training, and one small aggregate (:func:`collect_candidate_depth`).
 
     Args:
         interactions: Output of :func:`customer_product_interactions`.
@@ -473,10 +500,9 @@ def model_recommendations(
     try:
         if ratings.isEmpty():
             return spark.createDataFrame([], _CANDIDATE_SCHEMA)
-        model = fit_implicit_als(ratings, params=params)
-        depth = collect_candidate_depth(
-            item_ids, scored=scored, sellable=sellable, exclusions=exclusions, top_n=top_n
-        )
+        sellable_ids = item_ids.join(sellable, on="product_id", how="left_semi").localCheckpoint()
+        model = restrict_items(fit_implicit_als(ratings, params=params), sellable_ids)
+        depth = collect_candidate_depth(sellable_ids, scored=scored, exclusions=exclusions, top_n=top_n)
     finally:
         interactions.unpersist()
     ranked = model.recommendForUserSubset(scored.join(user_ids, on="customer_id", how="inner"), depth)
