@@ -193,7 +193,7 @@ def stream_clicks(
         create_empty_table(
             spark, bronze_path, bronze_schema, partition_by=[INGEST_DATE], properties=CDF_PROPERTIES
         )
-        create_empty_table(spark, gold_path, PRODUCT_INTEREST_HOURLY_SCHEMA)
+        create_empty_table(spark, gold_path, PRODUCT_INTEREST_HOURLY_SCHEMA, properties=CDF_PROPERTIES)
         silver = _SilverCatchUp(spark, config)
         silver.run_if_behind()  # a scheduled run may have left bronze ahead of silver
         ingested_at = dt.datetime.now(dt.UTC)
