@@ -30,7 +30,7 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -96,7 +96,6 @@ class _BatchReporter:
     last_batch: int = -1
     batches: int = 0
     events: int = 0
-    seen: list[dict[str, Any]] = field(default_factory=list)
 
     def report(self, query: StreamingQuery) -> int:
         """Print the batches that ended since the last call; the events they read."""
