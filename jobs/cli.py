@@ -6,6 +6,7 @@ Examples::
     ecom-pipeline run --layer all
     ecom-pipeline run --layer silver --job orders --lake /data/lake
     ecom-pipeline run --layer all --from 2026-03-01 --to 2026-03-07     # backfill, day by day
+    ECOM_CLICKS_KAFKA=127.0.0.1:9092 ecom-pipeline stream               # clicks until SIGTERM
     ecom-pipeline export-audience winback_email --as-of 2026-03-03 --out winback.csv
     ecom-pipeline recommend --customer-id C0000042                     # a customer's list, from gold
     ./spark-submit.sh --master spark://host:7077 -- run --layer all
@@ -109,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the selected jobs even when nothing they read has changed since their last success",
     )
     _config_options(run)
+
+    stream = commands.add_parser(
+        "stream",
+        help="run the click path continuously from Kafka (bronze, silver and gold.product_interest_hourly "
+        "in micro-batches) until SIGTERM or Ctrl-C; docs/kafka.md",
+    )
+    _config_options(stream)
 
     summary = commands.add_parser("summary", help="print the lake's tables and the gold headline numbers")
     _config_options(summary)
@@ -260,6 +268,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stream(args: argparse.Namespace) -> int:
+    """``stream``: until SIGTERM or SIGINT, then a stop at a batch boundary and exit 0."""
+    import signal
+    import threading
+
+    from jobs.stream import stream_clicks
+    from pipeline_lib.session import build_spark_session
+
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        stop.set()  # nothing else here: the main loop prints and stops the queries
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    config = load_cli_config(args)
+    if not config.sources.is_kafka("clicks"):
+        raise ConfigError(
+            "ecom-pipeline stream reads clicks from Kafka: set ECOM_CLICKS_KAFKA=host:port "
+            "(or sources.clicks.kind: kafka and sources.clicks.bootstrap_servers)"
+        )
+    spark = build_spark_session(config.spark, app_name=f"{config.spark.app_name} stream", kafka=True)
+    summary = stream_clicks(spark, config, stop=stop)
+    print(summary.line())
+    return 0
+
+
 def as_of_dates(args: argparse.Namespace) -> list[dt.date | None]:
     """The as-of dates of a ``run``: ``[None]``, ``[--as-of]``, or every day from ``--from`` to ``--to``.
 
@@ -394,6 +429,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 COMMANDS = {
     "generate": cmd_generate,
     "run": cmd_run,
+    "stream": cmd_stream,
     "summary": cmd_summary,
     "status": cmd_status,
     "maintain": cmd_maintain,

@@ -544,6 +544,12 @@ class ClicksSource:
         description="an environment variable's name",
     )
     options: Annotated[Mapping[str, str], BeforeValidator(_kafka_options)] = Field(default_factory=dict)
+    # `ecom-pipeline stream` (docs/kafka.md, "Continuous mode"): a micro-batch every N seconds, and
+    # gold.product_interest_hourly's sliding windows and lateness bound.
+    stream_trigger_seconds: StrictInt = Field(default=5, ge=1, le=3600, description="seconds, 1 to 3600")
+    interest_window_minutes: StrictInt = Field(default=60, ge=1, description="minutes, at least 1")
+    interest_slide_minutes: StrictInt = Field(default=5, ge=1, description="minutes, at least 1")
+    interest_lateness_minutes: StrictInt = Field(default=10, ge=0, description="minutes, not negative")
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -558,6 +564,11 @@ class ClicksSource:
             raise ValueError(
                 f"clicks read from kafka need its brokers: set {CLICKS_KAFKA_ENV}=host:port "
                 "or sources.clicks.bootstrap_servers"
+            )
+        if self.interest_slide_minutes > self.interest_window_minutes:
+            raise ValueError(
+                f"interest_slide_minutes ({self.interest_slide_minutes}) cannot exceed "
+                f"interest_window_minutes ({self.interest_window_minutes})"
             )
         sasl = str(self.options.get("kafka.security.protocol", "")).upper().startswith("SASL_")
         if sasl and "kafka.sasl.mechanism" not in self.options:

@@ -18,6 +18,7 @@ from pipeline_lib.session import KafkaJarsMissingError, build_spark_session, kaf
 from tests.hostile import HostileBuild, run_over_hostile_landing
 from tests.pg_server import PostgresShop, running_postgres
 from tests.support import generate_reference_landing
+from tools.kafka_broker import Broker
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,6 +94,15 @@ def spark(base_config: PipelineConfig) -> Iterator[SparkSession]:
     )
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A real Kafka broker (KRaft, one node, a free port) shared by the session's Kafka tests."""
+    from tools.kafka_broker import start_broker
+
+    with start_broker(tmp_path_factory.mktemp("kafka")) as running:
+        yield running
 
 
 @pytest.fixture

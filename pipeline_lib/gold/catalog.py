@@ -29,6 +29,7 @@ GOLD_KEYS: dict[str, tuple[str, ...]] = {
     "recommendations": ("customer_id", "as_of_date", "rank"),
     "product_affinity": ("product_id", "other_product_id", "kind", "as_of_date"),
     "recommendation_metrics": ("as_of_date", "method"),
+    "product_interest_hourly": ("product_id", "window_start"),
 }
 
 # docs/gold.md's "grain" column; docs/segments_and_popularity.md for the aggregates.
@@ -50,6 +51,8 @@ TABLE_COMMENTS: dict[str, str] = {
     "recommendations": "one customer, rank and as-of date",
     "product_affinity": "one ordered pair of products, kind and as-of date",
     "recommendation_metrics": "one method and as-of date",
+    # docs/kafka.md, "gold.product_interest_hourly".
+    "product_interest_hourly": "one product and sliding window of event time",
 }
 
 # Columns whose meaning the docs state, by table ("*" for every table holding the column).

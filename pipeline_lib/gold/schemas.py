@@ -307,6 +307,17 @@ FACT_SESSIONS_SCHEMA = _schema(  # one visit
     ("is_session_derived", T.BooleanType()),
 )
 
+PRODUCT_INTEREST_HOURLY_SCHEMA = _schema(  # one product and sliding window (ecom-pipeline stream)
+    ("product_id", T.StringType()),
+    # UTC; windows of sources.clicks.interest_window_minutes every interest_slide_minutes
+    ("window_start", T.TimestampType()),
+    ("window_end", T.TimestampType()),
+    ("views", T.LongType()),  # product_view events
+    ("add_to_carts", T.LongType()),  # add_to_cart events
+    ("purchases", T.LongType()),  # purchase events (one per order line of the product)
+    ("updated_at", T.TimestampType()),  # when the stream last changed the row
+)
+
 GOLD_SCHEMAS: dict[str, T.StructType] = {
     "dim_date": DIM_DATE_SCHEMA,
     "dim_customer": DIM_CUSTOMER_SCHEMA,
@@ -323,6 +334,7 @@ GOLD_SCHEMAS: dict[str, T.StructType] = {
     "recommendations": RECOMMENDATIONS_SCHEMA,
     "product_affinity": PRODUCT_AFFINITY_SCHEMA,
     "recommendation_metrics": RECOMMENDATION_METRICS_SCHEMA,
+    "product_interest_hourly": PRODUCT_INTEREST_HOURLY_SCHEMA,
 }
 
 

@@ -6,6 +6,8 @@
   ``trigger(availableNow=True)``: it reads every offset the topic holds beyond the checkpoint,
   appends it to a Delta table through Delta's streaming sink (each micro-batch one commit, made
   idempotent by Delta's transaction of the query id and batch id), and stops;
+- :func:`start_topic_to_delta` is the same query with a processing-time trigger, running until
+  stopped (``ecom-pipeline stream``), on the same checkpoint;
 - :func:`produce_lines` sends JSON lines to a topic with an idempotent confluent-kafka producer.
 
 Exactly once: the checkpoint records the offsets of a micro-batch before it runs and marks it
@@ -24,6 +26,7 @@ from typing import Any
 
 from pyspark.errors import AnalysisException, StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from pipeline_lib.config import ClicksSource
 
@@ -32,12 +35,16 @@ __all__ = [
     "KafkaDataLossError",
     "KafkaSourceError",
     "StreamRun",
+    "as_dict",
     "checkpoint_path",
     "described_options",
     "drain_topic_to_delta",
     "kafka_source_options",
+    "lag_behind_latest",
     "produce_lines",
+    "query_failure",
     "read_topic",
+    "start_topic_to_delta",
     "topic_end_offsets",
 ]
 
@@ -177,6 +184,70 @@ def drain_topic_to_delta(
         KafkaSourceError: The query failed otherwise (the first line of Spark's reason).
     """
     query = (
+        _append_writer(
+            rows,
+            checkpoint=checkpoint,
+            partition_by=partition_by,
+            query_name=query_name,
+            metrics_name=metrics_name,
+            metrics=metrics,
+        )
+        .trigger(availableNow=True)
+        .start(path)
+    )
+    try:
+        query.awaitTermination()
+    except StreamingQueryException as err:
+        raise query_failure(str(err), describe=describe) from None
+    return StreamRun(
+        query_id=str(query.id),
+        run_id=str(query.runId),
+        progress=tuple(_as_dict(p) for p in query.recentProgress),
+    )
+
+
+def start_topic_to_delta(
+    rows: DataFrame,
+    path: str,
+    *,
+    checkpoint: str,
+    partition_by: Sequence[str],
+    query_name: str,
+    metrics_name: str,
+    metrics: Sequence[Any],
+    trigger_seconds: int,
+) -> StreamingQuery:
+    """Start appending ``rows`` (a stream) to the Delta table at ``path``, a micro-batch every
+    ``trigger_seconds``, until stopped: the continuous twin of :func:`drain_topic_to_delta`.
+
+    The same sink, options and checkpoint as a drained run, so the two modes take turns on one
+    checkpoint: each resumes at the offsets the other committed. Stop it with
+    :func:`pipeline_lib.io.streaming.stop_at_batch_boundary`.
+    """
+    return (
+        _append_writer(
+            rows,
+            checkpoint=checkpoint,
+            partition_by=partition_by,
+            query_name=query_name,
+            metrics_name=metrics_name,
+            metrics=metrics,
+        )
+        .trigger(processingTime=f"{trigger_seconds} seconds")
+        .start(path)
+    )
+
+
+def _append_writer(
+    rows: DataFrame,
+    *,
+    checkpoint: str,
+    partition_by: Sequence[str],
+    query_name: str,
+    metrics_name: str,
+    metrics: Sequence[Any],
+) -> DataStreamWriter:
+    return (
         rows.observe(metrics_name, *metrics)
         .writeStream.format("delta")
         .outputMode("append")
@@ -184,25 +255,58 @@ def drain_topic_to_delta(
         .option("mergeSchema", "true")  # a table that landing files created lacks the Kafka columns
         .partitionBy(*partition_by)
         .queryName(query_name)
-        .trigger(availableNow=True)
-        .start(path)
     )
-    try:
-        query.awaitTermination()
-    except StreamingQueryException as err:
-        message = str(err)
-        if _DATA_LOSS.search(message):
-            raise KafkaDataLossError(
-                f"{describe}: offsets that bronze had not read yet are no longer in the topic (its retention "
-                "deleted them, or the topic was re-created); the run stops instead of skipping them. See "
-                f"docs/kafka.md, 'Offsets lost to retention'. Spark: {_first_line(message)}"
-            ) from None
-        raise KafkaSourceError(f"{describe}: the streaming query failed: {_first_line(message)}") from None
-    return StreamRun(
-        query_id=str(query.id),
-        run_id=str(query.runId),
-        progress=tuple(_as_dict(p) for p in query.recentProgress),
+
+
+def query_failure(message: str, *, describe: str) -> KafkaSourceError:
+    """The error to raise for a streaming query over the topic that failed with ``message``.
+
+    Returns:
+        :class:`KafkaDataLossError` when offsets not read yet were deleted (retention), else
+        :class:`KafkaSourceError` with the first line of Spark's reason.
+    """
+    if _DATA_LOSS.search(message):
+        return KafkaDataLossError(
+            f"{describe}: offsets that bronze had not read yet are no longer in the topic (its retention "
+            "deleted them, or the topic was re-created); the run stops instead of skipping them. See "
+            f"docs/kafka.md, 'Offsets lost to retention'. Spark: {_first_line(message)}"
+        )
+    return KafkaSourceError(f"{describe}: the streaming query failed: {_first_line(message)}")
+
+
+def lag_behind_latest(progress: Mapping[str, Any]) -> int | None:
+    """Offsets published but not read yet after a micro-batch: the sum over partitions of the
+    topic's latest offset (as Spark's Kafka source last saw it) less the batch's end offset.
+
+    None when the progress report does not hold both (no Kafka source, or no latest offset).
+    """
+    sources = progress.get("sources") or []
+    if not sources:
+        return None
+    latest = _offsets(sources[0].get("latestOffset"))
+    end = _offsets(sources[0].get("endOffset"))
+    if latest is None or end is None:
+        return None
+    return sum(
+        max(0, int(offset) - end.get(topic, {}).get(partition, 0))
+        for topic, partitions in latest.items()
+        for partition, offset in partitions.items()
     )
+
+
+def _offsets(value: Any) -> dict[str, dict[str, int]] | None:
+    """A Kafka source offset (JSON text or a mapping ``{topic: {partition: offset}}``), parsed."""
+    if value is None:
+        return None
+    parsed = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(parsed, Mapping):
+        return None
+    return {str(t): {str(p): int(o) for p, o in parts.items()} for t, parts in parsed.items()}
+
+
+def as_dict(progress: Any) -> dict[str, Any]:
+    """A progress report as plain JSON values (Spark 4's ``StreamingQueryProgress`` is a dict of objects)."""
+    return _as_dict(progress)
 
 
 def _as_dict(progress: Any) -> dict[str, Any]:

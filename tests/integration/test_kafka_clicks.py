@@ -1,8 +1,9 @@
 """bronze.clicks from a real Kafka topic, scheduled mode: exactly once, malformed messages kept, same silver.
 
-One broker (tools/kafka_broker.py, KRaft, a free port) serves the module; each test has its own
-topic (3 partitions) and lake. No mocks: Spark's Kafka source reads the broker, Delta's
-streaming sink writes the table. docs/kafka.md describes what is proven here.
+One broker (tools/kafka_broker.py, KRaft, a free port: the session's ``broker`` fixture, in
+tests/conftest.py) serves the module; each test has its own topic (3 partitions) and lake. No
+mocks: Spark's Kafka source reads the broker, Delta's streaming sink writes the table.
+docs/kafka.md describes what is proven here.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,7 @@ from pipeline_lib.config import PipelineConfig, load_config
 from pipeline_lib.io.delta import read_table, table_version
 from pipeline_lib.io.kafka import checkpoint_path, produce_lines
 from pipeline_lib.ops.context import JobContext, JobResult, new_run_id
-from tools.kafka_broker import Broker, start_broker
+from tools.kafka_broker import Broker
 
 pytestmark = pytest.mark.slow
 
@@ -39,12 +39,6 @@ REPO = Path(__file__).resolve().parents[2]
 BRONZE_CLICKS = select_jobs("bronze", "clicks")[0]
 # Silver columns that say where and when a row came from, not what the event is.
 LINEAGE = (SOURCE_FILE, INGEST_DATE, INGESTED_AT, RUN_ID)
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    with start_broker(tmp_path_factory.mktemp("kafka")) as running:
-        yield running
 
 
 def kafka_config(broker: Broker, root: Path, topic: str, **overrides: object) -> PipelineConfig:

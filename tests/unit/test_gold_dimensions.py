@@ -246,6 +246,7 @@ def test_no_gold_table_has_personal_data() -> None:
         "recommendations",
         "product_affinity",
         "recommendation_metrics",
+        "product_interest_hourly",
     }
 
 
