@@ -7,7 +7,6 @@ import dataclasses
 import importlib
 import inspect
 import re
-from pathlib import Path
 
 import pytest
 
@@ -48,11 +47,7 @@ def test_the_checks_above_see_the_sections_the_action_jobs_read() -> None:
     assert read["silver.orders"] == set()
 
 
-def test_editing_a_campaign_changes_the_facts_of_the_campaign_jobs_only(
-    base_config: PipelineConfig, tmp_path: Path
-) -> None:
-    config = base_config.with_paths(landing=str(tmp_path / "landing"), lake=str(tmp_path / "lake"))
-    (tmp_path / "landing").mkdir()
+def test_editing_a_campaign_changes_the_facts_of_the_campaign_jobs_only(config: PipelineConfig) -> None:
     campaigns = config.campaigns
     edited = dataclasses.replace(
         config, campaigns=dataclasses.replace(campaigns, control_share=campaigns.control_share / 2)
@@ -65,11 +60,7 @@ def test_editing_a_campaign_changes_the_facts_of_the_campaign_jobs_only(
     assert changed == {"gold.campaign_audiences", "gold.campaign_results"}
 
 
-def test_a_change_to_a_shared_section_changes_every_job_s_facts(
-    base_config: PipelineConfig, tmp_path: Path
-) -> None:
-    config = base_config.with_paths(landing=str(tmp_path / "landing"), lake=str(tmp_path / "lake"))
-    (tmp_path / "landing").mkdir()
+def test_a_change_to_a_shared_section_changes_every_job_s_facts(config: PipelineConfig) -> None:
     pipeline = config.pipeline
     edited = dataclasses.replace(config, pipeline=dataclasses.replace(pipeline, base_currency="USD"))
     assert all(observe_inputs(s, config, None) != observe_inputs(s, edited, None) for s in JOB_GRAPH)
