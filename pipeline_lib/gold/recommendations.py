@@ -33,7 +33,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import Column, DataFrame, Row, Window
@@ -48,6 +47,7 @@ from pipeline_lib.gold.schemas import (
     conform_to,
 )
 from pipeline_lib.gold.segments import filter_revenue_orders, join_revenue_order_lines
+from pipeline_lib.io.ml import restrict_items
 
 SOURCE_MODEL = "model"
 SOURCE_CO_PURCHASE = "co_purchase"
@@ -396,32 +396,6 @@ def fit_implicit_als(ratings: DataFrame, *, params: AlsSettings) -> ALSModel:
         ratingCol="rating",
     )
     return als.fit(ratings.repartition(1).sortWithinPartitions("user", "item"))
-
-
-def restrict_items(model: ALSModel, items: DataFrame) -> ALSModel:
-    """``model`` with the same factors, ranking only ``items`` (their ``item`` ids).
-
-    ALS ranks every item it was trained on, and a shop's catalogue turns over: at scale 5,
-    4,407 of the 14,349 products in the window could no longer be sold. Asking ALS for that
-    many more items per customer, so that ``top_n`` sellable ones remain, made its top-k
-    selection (a bounded priority queue per customer, one task) the run's longest task:
-    755 s. ``ALSModel`` has no public way to rank a subset of items; this builds the model on
-    the JVM from the user factors and the kept item factors (the constructor ``ALS.fit`` uses)
-    with the same columns, so the factors, and each kept item's score, are unchanged.
-    """
-    java: Any = model._java_obj
-    kept = model.itemFactors.join(items.select(F.col("item").alias("id")), on="id", how="left_semi")
-    jvm: Any = kept.sparkSession._jvm
-    restricted = jvm.org.apache.spark.ml.recommendation.ALSModel(
-        java.uid(), java.rank(), java.userFactors(), kept._jdf
-    )
-    restricted = (
-        restricted.setUserCol(java.getUserCol())
-        .setItemCol(java.getItemCol())
-        .setBlockSize(java.getBlockSize())
-        .setColdStartStrategy(java.getColdStartStrategy())
-    )
-    return ALSModel(restricted)
 
 
 def collect_candidate_depth(

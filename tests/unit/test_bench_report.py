@@ -18,7 +18,7 @@ import pytest
 
 from bench.backfill import regroup_deliveries
 from bench.lakestats import OUTSIDE_JOBS, Commit, CommitStats, attribute_commits, by_area, commits_between
-from bench.report import ANALYSIS, index_markdown, markdown, write_index, write_scale_report
+from bench.report import ANALYSIS, index_markdown, is_current, markdown, write_index, write_scale_report
 from bench.report import main as report_main
 from bench.runlog import parse_run_log
 
@@ -182,7 +182,12 @@ def test_the_index_lists_current_and_earlier_results_in_separate_tables(tmp_path
     write_scale_report(current, tmp_path / "0.5")
     assert report_main([str(tmp_path)]) == 0
     assert (tmp_path / "0.5" / "bench.md").is_file() and (tmp_path / "0.5" / "bench.png").is_file()
-    assert not (tmp_path / "5" / "bench.md").exists()  # an earlier result is not rebuilt
+    formats = {
+        path.parent.name: is_current(json.loads(path.read_text())) for path in RESULTS.glob("*/bench.json")
+    }
+    assert not all(formats.values()), "the committed results hold no earlier-format one to keep"
+    for scale, current_format in formats.items():  # an earlier result is kept, a current one rebuilt
+        assert (tmp_path / scale / "bench.md").exists() == current_format
     assert "[0.5](0.5/bench.md)" in (tmp_path / "README.md").read_text()
     assert (tmp_path / "scaling.png").is_file()
 
