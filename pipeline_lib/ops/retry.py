@@ -176,13 +176,14 @@ def retry_on_conflict(
             if is_lost_checkpoint(error)
             else "refused by a concurrent Delta writer"
         )
+        waited = round(waited, 2)  # one value for the line and the record (0.449 printed 0.4, recorded 0.45)
         if progress is not None:
             progress(
                 f"{what}: attempt {state.attempt_number} of {attempts} {cause} ({reason}); "
                 f"retrying in {waited:.1f}s"
             )
         if on_retry is not None:
-            on_retry(Retry(attempt=state.attempt_number, error=reason, waited_s=round(waited, 2)))
+            on_retry(Retry(attempt=state.attempt_number, error=reason, waited_s=waited))
 
     def exhausted(state: RetryCallState) -> NoReturn:
         error = _failure(state)
