@@ -11,8 +11,9 @@ numbers that separate fixed overhead from data work:
   cores at most ``2 x busy_s``);
 * ``spark_jobs``, ``stages``, ``tasks`` and the slowest jobs with their call sites.
 
-:func:`attribute_jobs` splits those numbers by pipeline job, using the start and end of
-each job's run record.
+:func:`attribute_jobs` splits those numbers by pipeline job: by the ``ecom-job=<job>`` tag
+the runner gives each job's Spark jobs (exact, also for jobs running side by side), else by
+the start and end of each job's run record (logs of runs before the tag).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class SparkJob:
     end_ms: int
     stages: int
     description: str
+    pipeline_job: str = ""  # from the runner's job tag (jobs.runner.JOB_TAG_PREFIX); "" without one
 
     @property
     def seconds(self) -> float:
@@ -118,6 +120,17 @@ def union_seconds(intervals: Iterable[tuple[int, int]]) -> float:
     return total / 1000
 
 
+# The runner's tag of a pipeline job's Spark jobs, inside ``spark.job.tags`` (Spark prefixes a
+# session tag with the session's and thread's ids): jobs.runner.JOB_TAG_PREFIX.
+_JOB_TAG = re.compile(r"ecom-job=([^,]+)")
+
+
+def _pipeline_job(event: dict[str, Any]) -> str:
+    """The pipeline job whose tag a Spark job carries, else ""."""
+    match = _JOB_TAG.search(str((event.get("Properties") or {}).get("spark.job.tags", "")))
+    return match.group(1) if match else ""
+
+
 def _describe(event: dict[str, Any]) -> str:
     """The job's description, else its first stage's name and the first frame of its call site."""
     properties = event.get("Properties") or {}
@@ -135,7 +148,7 @@ def _describe(event: dict[str, Any]) -> str:
 def summarize_event_log(path: Path) -> EventLogSummary:
     """Read one uncompressed event log file."""
     app_id, app_start, app_end = path.name, 0, 0
-    job_starts: dict[int, tuple[int, int, str]] = {}
+    job_starts: dict[int, tuple[int, int, str, str]] = {}
     jobs: list[SparkJob] = []
     stages = tasks = sql = records_read = records_written = 0
     task_ms = cpu_ns = gc_ms = 0
@@ -154,12 +167,13 @@ def summarize_event_log(path: Path) -> EventLogSummary:
                     int(event["Submission Time"]),
                     len(event.get("Stage IDs", [])),
                     _describe(event),
+                    _pipeline_job(event),
                 )
             elif kind == "SparkListenerJobEnd":
-                start, stage_count, description = job_starts.pop(event["Job ID"], (0, 0, "?"))
+                start, stage_count, description, owner = job_starts.pop(event["Job ID"], (0, 0, "?", ""))
                 end = int(event["Completion Time"])
                 last_ms = max(last_ms, end)
-                jobs.append(SparkJob(event["Job ID"], start or end, end, stage_count, description))
+                jobs.append(SparkJob(event["Job ID"], start or end, end, stage_count, description, owner))
             elif kind == "SparkListenerStageCompleted":
                 stages += 1
             elif kind == "SparkListenerTaskEnd":
@@ -209,7 +223,9 @@ def _ms(moment: dt.datetime) -> int:
 
 
 def attribute_jobs(summary: EventLogSummary, records: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per pipeline job (run record), the Spark jobs that started within its run.
+    """Per pipeline job (run record), its Spark jobs: those tagged with its name, and for an
+    untagged Spark job (a log written before the runner tagged jobs, or the runner's own
+    work) the job whose run it started within.
 
     Returns:
         ``{job name: {"spark_jobs": n, "busy_s": s}}``; Spark jobs outside every record
@@ -219,7 +235,9 @@ def attribute_jobs(summary: EventLogSummary, records: Sequence[dict[str, Any]]) 
     result: dict[str, dict[str, Any]] = {}
     grouped: dict[str, list[SparkJob]] = {}
     for job in summary.jobs:
-        owner = next((name for name, start, end in windows if start <= job.start_ms <= end), "(between jobs)")
+        owner = job.pipeline_job or next(
+            (name for name, start, end in windows if start <= job.start_ms <= end), "(between jobs)"
+        )
         grouped.setdefault(owner, []).append(job)
     for owner, owned in grouped.items():
         result[owner] = {

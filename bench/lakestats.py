@@ -35,6 +35,7 @@ class CommitStats:
     removes: int
     timestamp_ms: int = 0
     operation: str = ""
+    consumer: str = ""  # the job named in the commit's userMetadata (``ecom_consumed``), else ""
 
 
 @dataclass(frozen=True)
@@ -79,10 +80,10 @@ def find_delta_tables(lake: Path) -> list[Path]:
     return sorted(tables)
 
 
-def _commit_stats(path: Path) -> CommitStats:
+def commit_stats(path: Path) -> CommitStats:
     adds = add_bytes = removes = 0
     timestamp_ms: int | None = None
-    operation = ""
+    operation = consumer = ""
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             if not line.strip():
@@ -98,9 +99,21 @@ def _commit_stats(path: Path) -> CommitStats:
                 moment = info.get("inCommitTimestamp", info.get("timestamp"))
                 timestamp_ms = int(moment) if moment is not None else None
                 operation = str(info.get("operation", ""))
+                consumer = _consumer(info.get("userMetadata"))
     if timestamp_ms is None:
         timestamp_ms = path.stat().st_mtime_ns // 1_000_000
-    return CommitStats(adds, add_bytes, removes, timestamp_ms, operation)
+    return CommitStats(adds, add_bytes, removes, timestamp_ms, operation, consumer)
+
+
+def _consumer(user_metadata: object) -> str:
+    """The job a commit's ``userMetadata`` names as the consumer of its inputs, else ""."""
+    if not isinstance(user_metadata, str):
+        return ""
+    try:
+        consumed = json.loads(user_metadata).get("ecom_consumed") or {}
+    except (ValueError, AttributeError):
+        return ""
+    return str(consumed.get("consumer", "")) if isinstance(consumed, dict) else ""
 
 
 def scan_delta_logs(lake: Path) -> dict[str, dict[int, CommitStats]]:
@@ -112,7 +125,7 @@ def scan_delta_logs(lake: Path) -> dict[str, dict[int, CommitStats]]:
         for entry in (table / DELTA_LOG).iterdir():
             stem, _, suffix = entry.name.partition(".")
             if suffix == "json" and stem.isdigit():
-                commits[int(stem)] = _commit_stats(entry)
+                commits[int(stem)] = commit_stats(entry)
         scan[table.relative_to(lake).as_posix()] = commits
     return scan
 
@@ -157,13 +170,17 @@ OUTSIDE_JOBS = "(outside jobs)"
 def attribute_commits(
     commits: Sequence[Commit], windows: Sequence[tuple[str, int, int]]
 ) -> dict[str, WriteStats]:
-    """Per pipeline job, the commits made within its run: ``windows`` are ``(job, start_ms,
-    end_ms)`` from the run records. Commits outside every window (a job's run record is
-    appended just after its ``ended_at``) are under :data:`OUTSIDE_JOBS`."""
+    """Per pipeline job, its commits: those whose ``userMetadata`` names it as the consumer
+    (a data commit with what it consumed), and the other commits made within its run:
+    ``windows`` are ``(job, start_ms, end_ms)`` from the run records. Commits outside every
+    window (a job's run record is appended just after its ``ended_at``) are under
+    :data:`OUTSIDE_JOBS`."""
     grouped: dict[str, list[Commit]] = {}
+    jobs = {job for job, _start, _end in windows}
     for commit in commits:
         moment = commit.stats.timestamp_ms
-        owner = next((job for job, start, end in windows if start <= moment <= end), OUTSIDE_JOBS)
+        named = commit.stats.consumer if commit.stats.consumer in jobs else ""
+        owner = named or next((job for job, start, end in windows if start <= moment <= end), OUTSIDE_JOBS)
         grouped.setdefault(owner, []).append(commit)
     result: dict[str, WriteStats] = {}
     for owner, owned in grouped.items():

@@ -408,8 +408,9 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         "*s*: the job's run record (`ended_at - started_at`). *Spark jobs*, *Spark busy s*: the Spark "
-        "jobs started within the job's run record (event log), and the time at least one of them ran. "
-        "*Delta commits*: the commits whose `commitInfo` time falls within the job's run record; "
+        "jobs tagged with the job's name (`ecom-job=<job>`; untagged ones: those started within the "
+        "job's run record), and the time at least one of them ran. *Delta commits*: the commits whose "
+        "`userMetadata` names the job, and the others whose `commitInfo` time falls within its run; "
         "commits made outside every job's run (the run records themselves, written after the jobs) "
         "count under *outside jobs* (`delta_commits_outside_jobs_by_table` in `bench.json`).",
     ]

@@ -55,6 +55,10 @@ from pipeline_lib.ops.context import JobContext, new_run_id, progress
 from pipeline_lib.ops.runs import RunRecord
 
 SUCCEEDED, FAILED, SKIPPED, BLOCKED = "succeeded", "failed", "skipped", "blocked"
+# The Spark job tag of every Spark job a pipeline job starts (``spark.job.tags`` in the event
+# log and the UI; ``SparkSession.interruptTag`` cancels them): the benchmark attributes Spark
+# jobs to pipeline jobs by it, which start times cannot do for jobs running side by side.
+JOB_TAG_PREFIX = "ecom-job="
 
 
 @dataclass(frozen=True)
@@ -220,7 +224,7 @@ def _run_one(
             progress(f"{name}: skipped, nothing it reads changed since run {idle}")
             return JobOutcome(name, SKIPPED, f"inputs unchanged since run {idle}")
     ctx = JobContext(
-        spark=session.for_job(),
+        spark=session.for_job(name),
         config=config,
         run_id=run_id,
         as_of=as_of,
@@ -301,13 +305,17 @@ class _LazySession:
                 self._session = self._source()  # type: ignore[operator]
             return self._session
 
-    def for_job(self) -> SparkSession:
+    def for_job(self, job: str) -> SparkSession:
         """A session sharing the Spark context and the base session's settings, but not later
         changes: jobs running side by side set session settings (a MERGE's commit metadata)
-        that must not reach each other's commits."""
+        that must not reach each other's commits.
+
+        The Spark jobs the calling thread starts in it carry the tag ``ecom-job=<job>``
+        (:data:`JOB_TAG_PREFIX`); the job runs in that thread."""
         base = self.get()
         session = base.newSession()
         for key, value in base.conf.getAll.items():
             if base.conf.isModifiable(key) and session.conf.get(key, None) != value:
                 session.conf.set(key, value)
+        session.addTag(f"{JOB_TAG_PREFIX}{job}")
         return session

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import threading
 import warnings
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from pyspark.sql import functions as F
 
 from jobs.framework import JobFailedError
 from jobs.graph import JOB_GRAPH, GraphError, JobSpec, downstream_of, select_jobs, topological_order
-from jobs.runner import SKIPPED, SUCCEEDED, run_jobs
+from jobs.runner import JOB_TAG_PREFIX, SKIPPED, SUCCEEDED, _LazySession, run_jobs
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.io.delta import read_table, table_path
 from pipeline_lib.io.storage import delta_version
@@ -188,3 +189,24 @@ def test_bad_graphs_and_selections_are_refused():
                            JobSpec("silver", "b", "m:f", ("silver.a",), ("silver.b",), "")])  # fmt: skip
     with pytest.raises(GraphError, match="unknown job"):
         select_jobs("silver", "nope")
+
+
+def test_the_spark_jobs_of_each_job_carry_its_name_as_a_tag_also_side_by_side(spark):
+    session = _LazySession(spark)
+    seen: dict[str, set[str]] = {}
+
+    def run(job: str) -> None:
+        job_session = session.for_job(job)
+        job_session.range(3).collect()
+        seen[job] = job_session.getTags()
+
+    threads = [threading.Thread(target=run, args=(job,)) for job in ("gold.fact_orders", "silver.orders")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == {
+        "gold.fact_orders": {f"{JOB_TAG_PREFIX}gold.fact_orders"},
+        "silver.orders": {f"{JOB_TAG_PREFIX}silver.orders"},
+    }
+    assert spark.getTags() == set()  # the base session, and this thread, carry none

@@ -4,11 +4,13 @@ The index: one row per scale with the code measured, the analysis linked when pr
 results of the earlier format (one process per layer) kept apart. The report of a scale:
 each target with its verdict, a table per run with a row per job. What the report reads:
 the runner's progress lines, Delta commits given to the job that made them, and the backfill's
-regrouped deliveries.
+regrouped deliveries, Spark jobs given to the pipeline job
+whose tag they carry.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import json
 import shutil
@@ -17,7 +19,16 @@ from pathlib import Path
 import pytest
 
 from bench.backfill import regroup_deliveries
-from bench.lakestats import OUTSIDE_JOBS, Commit, CommitStats, attribute_commits, by_area, commits_between
+from bench.eventlog import attribute_jobs, summarize_event_log
+from bench.lakestats import (
+    OUTSIDE_JOBS,
+    Commit,
+    CommitStats,
+    attribute_commits,
+    by_area,
+    commit_stats,
+    commits_between,
+)
 from bench.report import ANALYSIS, index_markdown, is_current, markdown, write_index, write_scale_report
 from bench.report import main as report_main
 from bench.runlog import parse_run_log
@@ -239,6 +250,65 @@ def test_commits_go_to_the_job_whose_run_holds_their_time_and_the_rest_outside()
     assert attributed[OUTSIDE_JOBS].commits == 1
     assert "bronze.orders" not in attributed
     assert by_area(commits)["total"].commits == 2
+
+
+def test_a_commit_naming_its_consumer_goes_to_that_job_even_inside_another_jobs_run():
+    side_by_side = Commit("silver/orders", 4, CommitStats(1, 100, 1, 2_000, "MERGE", "silver.orders"))
+    untagged = Commit("quarantine/orders", 2, CommitStats(1, 10, 0, 2_100, "WRITE"))
+    windows = [("silver.customers", 1_500, 2_500), ("silver.orders", 1_800, 3_000)]
+    attributed = attribute_commits([side_by_side, untagged], windows)
+    assert attributed["silver.orders"].commits == 1
+    assert attributed["silver.customers"].commits == 1  # by time: the first window holding it
+
+
+def test_a_commits_consumer_is_read_from_its_user_metadata(tmp_path):
+    log = tmp_path / "00000000000000000003.json"
+    metadata = json.dumps({"ecom_consumed": {"consumer": "gold.fact_orders", "sources": {}}})
+    lines = [
+        {"commitInfo": {"timestamp": 7_000, "operation": "MERGE", "userMetadata": metadata}},
+        {"add": {"path": "a.parquet", "size": 40}},
+    ]
+    log.write_text("\n".join(json.dumps(line) for line in lines) + "\n", encoding="utf-8")
+    stats = commit_stats(log)
+    assert (stats.consumer, stats.operation, stats.adds) == ("gold.fact_orders", "MERGE", 1)
+    assert stats.timestamp_ms == 7_000
+    unreadable = {"commitInfo": {"timestamp": 1, "userMetadata": "not json"}}
+    log.write_text(json.dumps(unreadable) + "\n", encoding="utf-8")
+    assert commit_stats(log).consumer == ""
+
+
+def test_spark_jobs_go_to_the_pipeline_job_of_their_tag_else_to_the_run_holding_their_start(tmp_path):
+    session = "spark-session-2c48facd-fe1b-4491-8a3e-056e315de089"
+    tagged = f"{session}-execution-root-id-0,{session}-thread-f48dd310-ecom-job=gold.fact_orders,{session}"
+
+    def job(job_id: int, start: int, end: int, tags: str) -> list[dict[str, object]]:
+        properties = {"spark.job.tags": tags, "callSite.short": "collect at x.py:1"}
+        started = {"Event": "SparkListenerJobStart", "Job ID": job_id, "Submission Time": start}
+        return [
+            {**started, "Properties": properties},
+            {"Event": "SparkListenerJobEnd", "Job ID": job_id, "Completion Time": end},
+        ]
+
+    events = [{"Event": "SparkListenerApplicationStart", "App ID": "local-1", "Timestamp": 0}]
+    events += job(0, 1_000, 1_500, tagged)  # inside silver.orders' run, but gold.fact_orders' job
+    events += job(1, 1_200, 1_300, session)  # untagged: by time
+    events += job(2, 9_000, 9_100, session)  # untagged, outside every run
+    path = tmp_path / "local-1"
+    path.write_text("\n".join(json.dumps(event) for event in events) + "\n", encoding="utf-8")
+    summary = summarize_event_log(path)
+    assert [spark_job.pipeline_job for spark_job in summary.jobs] == ["gold.fact_orders", "", ""]
+
+    def at(seconds: int) -> dt.datetime:
+        return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=seconds)
+
+    records = [
+        {"job": "silver.orders", "started_at": at(0), "ended_at": at(2)},
+        {"job": "gold.fact_orders", "started_at": at(3), "ended_at": at(4)},
+    ]
+    attributed = attribute_jobs(summary, records)
+    assert attributed["gold.fact_orders"] == {"spark_jobs": 1, "busy_s": 0.5}
+    assert attributed["silver.orders"] == {"spark_jobs": 1, "busy_s": 0.1}
+    assert attributed["(between jobs)"]["spark_jobs"] == 1
 
 
 def test_regrouped_deliveries_hold_the_same_rows_under_one_header_per_layout(tmp_path):
