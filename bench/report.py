@@ -234,7 +234,7 @@ def times_table(results: dict[str, Any]) -> list[str]:
     peer = _ok(results, "peer")
     if peer:
         rows.append(
-            _process_row("Spark: the two aggregate jobs (run records of the full run)", peer["spark_jobs_s"])
+            _process_row("Spark: the two aggregate jobs, each run alone (run records)", peer["spark_jobs_s"])
         )
         label = (
             f"DuckDB: read {peer['read_s']:.2f} + compute {peer['compute_s']:.2f} "

@@ -396,7 +396,8 @@ def run_peer(paths: Paths, full: dict[str, Any], sets: list[str]) -> dict[str, A
     measured = run_measured(command, log=paths.logs / "peer-duckdb.log", cwd=REPO, env=environment())
     _check(measured, "the DuckDB peer")
     peer = json.loads(Path(measured.log).read_text().strip().splitlines()[-1])
-    spark_s = sum(job["seconds"] for job in spark_jobs)
+    alone = time_aggregates_alone(paths, as_of, sets)
+    spark_s = sum(alone.values())
     verdict = "equal" if peer["equal"] else "DIFFERENT"
     say(f"peer: DuckDB {peer['total_s']:.2f}s vs Spark {spark_s:.1f}s; outputs {verdict}")
     return {
@@ -405,8 +406,30 @@ def run_peer(paths: Paths, full: dict[str, Any], sets: list[str]) -> dict[str, A
         "process_cpu_s": measured.cpu_seconds,
         "peak_tree_rss_mb": round(measured.peak_tree_rss_bytes / 2**20),
         "spark_jobs_s": round(spark_s, 2),
-        "spark_jobs": {job["job"]: job["seconds"] for job in spark_jobs},
+        "spark_jobs": alone,
+        "spark_jobs_in_full_run": {job["job"]: job["seconds"] for job in spark_jobs},
     }
+
+
+def time_aggregates_alone(paths: Paths, as_of: str, sets: list[str]) -> dict[str, float]:
+    """Each of :data:`AGGREGATE_JOBS` run alone on the full run's lake (``--force``, as of the
+    peer's date, one process each): its run record's seconds (read, compute, compare with the
+    partition, which it leaves as it is). In the full run the runner sets them beside other jobs
+    (``silver.clicks`` at scale 5), whose share of the two cores their run records then count."""
+    seconds: dict[str, float] = {}
+    for job in AGGREGATE_JOBS:
+        layer, _, name = job.partition(".")
+        command = [sys.executable, "-m", "jobs", "run", "--layer", layer, "--job", name, "--as-of", as_of]
+        command += ["--force", "--landing", str(paths.landing), "--lake", str(paths.lake), *sets]
+        measured = run_measured(command, log=paths.logs / f"alone-{name}.log", cwd=REPO, env=environment())
+        _check(measured, f"{job} run alone")
+        reported = runlog.parse_run_log(Path(measured.log).read_text(encoding="utf-8", errors="replace"))
+        records = lakestats.read_run_records(paths.lake, set(reported.run_ids))
+        ran = [record for record in records if record["job"] == job]
+        if not ran:
+            raise BenchError(f"{job} run alone left no run record")
+        seconds[job] = round(ran[0]["seconds"], 2)
+    return seconds
 
 
 def run_incremental(paths: Paths, sets: list[str]) -> dict[str, Any]:

@@ -107,7 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--force",
         action="store_true",
-        help="run the selected jobs even when nothing they read has changed since their last success",
+        help=(
+            "run the selected jobs even when nothing they read has changed since their last success, "
+            "and recompute a gold aggregate whose inputs are those it was written from (the rows are "
+            "written only if they differ)"
+        ),
     )
     _config_options(run)
 

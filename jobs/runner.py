@@ -229,6 +229,7 @@ def _run_one(
         run_id=run_id,
         as_of=as_of,
         full_refresh=full_refresh,
+        force=force,
         source_clock=clock,
     )
     try:

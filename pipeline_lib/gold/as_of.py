@@ -193,11 +193,11 @@ def publish_as_of(
     """Write one as-of partition of ``<lake>/gold/<table>`` unless it already holds its rows.
 
     Skips the computation when the table's latest commit wrote the same inputs (see
-    :func:`published_from`); else builds the rows with ``build(as_of)`` and compares them
-    with the stored partition.
+    :func:`published_from`), unless the run is forced (``ctx.force``); else builds the rows
+    with ``build(as_of)`` and compares them with the stored partition.
     """
     path = ctx.path("gold", table)
-    done = published_from(ctx, path, fingerprint)
+    done = None if ctx.force else published_from(ctx, path, fingerprint)
     if done is not None:
         ctx.progress(
             f"gold.{table}: as of {done['as_of_date']}: {done['partition_rows']} rows, inputs unchanged "

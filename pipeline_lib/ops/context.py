@@ -29,6 +29,10 @@ class JobContext:
     run_id: str
     as_of: dt.date | None = None
     full_refresh: bool = False
+    # ``run --force``: also recompute what the job's own state says is unchanged (a gold
+    # aggregate's partition whose inputs it was written from); what comes out the same is
+    # still not written.
+    force: bool = False
     # The shop database's clock, read once by the runner at the start of a run that extracts
     # from it: every extract of the run ends its window at the same instant. None: each
     # extract reads the clock itself (a job run alone).

@@ -180,6 +180,10 @@ def test_an_aggregate_is_recomputed_when_silver_settings_or_the_asked_date_chang
     path = table_path(config.paths.lake, "gold", "product_popularity")
     run(spark, config, "product_popularity")
     assert "inputs" in run(spark, config, "product_popularity").details  # skipped: same inputs
+    before = table_version(spark, path)
+    forced = run(spark, config, "product_popularity", force=True)  # run --force: computed again
+    assert "inputs" not in forced.details and forced.details["partition"] == "unchanged"
+    assert table_version(spark, path) == before  # compared equal: nothing written
 
     write_silver(spark, config, "clicks", CLICKS)  # a new silver version, the same rows
     version = table_version(spark, path)
