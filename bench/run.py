@@ -47,13 +47,13 @@ from typing import Any
 
 from bench import backfill, eventlog, lakestats, runlog
 from bench.measure import Measured, run_measured, tail
+from bench.spark_aggregates import AGGREGATE_JOBS
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DAYS = 14
 DEFAULT_START = dt.date(2026, 3, 1)
 DEFAULT_SEED = 7
 DEFAULT_WORK = os.environ.get("ECOM_BENCH_WORK", "/tmp/ecom-bench")
-AGGREGATE_JOBS = ("gold.customer_segments", "gold.product_popularity")
 # The time zone of every measured process; the time-zone check runs the full run again in PARIS.
 UTC, PARIS = "UTC", "Europe/Paris"
 # The backfill measure: BACKFILL_DAYS daily deliveries, and the same rows in BACKFILL_FOLDERS folders.
@@ -396,8 +396,8 @@ def run_peer(paths: Paths, full: dict[str, Any], sets: list[str]) -> dict[str, A
     measured = run_measured(command, log=paths.logs / "peer-duckdb.log", cwd=REPO, env=environment())
     _check(measured, "the DuckDB peer")
     peer = json.loads(Path(measured.log).read_text().strip().splitlines()[-1])
-    alone = time_aggregates_alone(paths, as_of, sets)
-    spark_s = sum(alone.values())
+    warm = time_aggregates_warm(paths, as_of, sets)
+    spark_s = sum(warm.values())
     verdict = "equal" if peer["equal"] else "DIFFERENT"
     say(f"peer: DuckDB {peer['total_s']:.2f}s vs Spark {spark_s:.1f}s; outputs {verdict}")
     return {
@@ -406,30 +406,20 @@ def run_peer(paths: Paths, full: dict[str, Any], sets: list[str]) -> dict[str, A
         "process_cpu_s": measured.cpu_seconds,
         "peak_tree_rss_mb": round(measured.peak_tree_rss_bytes / 2**20),
         "spark_jobs_s": round(spark_s, 2),
-        "spark_jobs": alone,
+        "spark_jobs": warm,
         "spark_jobs_in_full_run": {job["job"]: job["seconds"] for job in spark_jobs},
     }
 
 
-def time_aggregates_alone(paths: Paths, as_of: str, sets: list[str]) -> dict[str, float]:
-    """Each of :data:`AGGREGATE_JOBS` run alone on the full run's lake (``--force``, as of the
-    peer's date, one process each): its run record's seconds (read, compute, compare with the
-    partition, which it leaves as it is). In the full run the runner sets them beside other jobs
-    (``silver.clicks`` at scale 5), whose share of the two cores their run records then count."""
-    seconds: dict[str, float] = {}
-    for job in AGGREGATE_JOBS:
-        layer, _, name = job.partition(".")
-        command = [sys.executable, "-m", "jobs", "run", "--layer", layer, "--job", name, "--as-of", as_of]
-        command += ["--force", "--landing", str(paths.landing), "--lake", str(paths.lake), *sets]
-        measured = run_measured(command, log=paths.logs / f"alone-{name}.log", cwd=REPO, env=environment())
-        _check(measured, f"{job} run alone")
-        reported = runlog.parse_run_log(Path(measured.log).read_text(encoding="utf-8", errors="replace"))
-        records = lakestats.read_run_records(paths.lake, set(reported.run_ids))
-        ran = [record for record in records if record["job"] == job]
-        if not ran:
-            raise BenchError(f"{job} run alone left no run record")
-        seconds[job] = round(ran[0]["seconds"], 2)
-    return seconds
+def time_aggregates_warm(paths: Paths, as_of: str, sets: list[str]) -> dict[str, float]:
+    """The seconds of each of :data:`AGGREGATE_JOBS` computed warm on the full run's lake
+    (:mod:`bench.spark_aggregates`: one process, each job run twice, forced; the second run)."""
+    command = [sys.executable, "-m", "bench.spark_aggregates", "--lake", str(paths.lake)]
+    command += ["--landing", str(paths.landing), "--as-of", as_of, *sets]
+    measured = run_measured(command, log=paths.logs / "spark-aggregates.log", cwd=REPO, env=environment())
+    _check(measured, "the Spark aggregates run warm")
+    seconds = json.loads(Path(measured.log).read_text(encoding="utf-8").strip().splitlines()[-1])
+    return {job: float(seconds[job]) for job in AGGREGATE_JOBS}
 
 
 def run_incremental(paths: Paths, sets: list[str]) -> dict[str, Any]:
