@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jobs.runner import JOB_TAG_PREFIX
+
 # Settings that make a log one plain JSON-lines file per application.
 EVENT_LOG_CONF = {
     "spark.eventLog.enabled": "true",
@@ -120,9 +122,9 @@ def union_seconds(intervals: Iterable[tuple[int, int]]) -> float:
     return total / 1000
 
 
-# The runner's tag of a pipeline job's Spark jobs, inside ``spark.job.tags`` (Spark prefixes a
-# session tag with the session's and thread's ids): jobs.runner.JOB_TAG_PREFIX.
-_JOB_TAG = re.compile(r"ecom-job=([^,]+)")
+# The runner's tag of a pipeline job's Spark jobs, inside ``spark.job.tags`` (a comma-separated
+# list; Spark prefixes a session tag with the session's and thread's ids).
+_JOB_TAG = re.compile(re.escape(JOB_TAG_PREFIX) + r"([^,]+)")
 
 
 def _pipeline_job(event: dict[str, Any]) -> str:

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline_lib.ops.watermarks import STATE_KEY
+
 DELTA_LOG = "_delta_log"
 
 
@@ -35,7 +37,7 @@ class CommitStats:
     removes: int
     timestamp_ms: int = 0
     operation: str = ""
-    consumer: str = ""  # the job named in the commit's userMetadata (``ecom_consumed``), else ""
+    consumer: str = ""  # the job named in the commit's userMetadata (watermarks.STATE_KEY), else ""
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ def _consumer(user_metadata: object) -> str:
     if not isinstance(user_metadata, str):
         return ""
     try:
-        consumed = json.loads(user_metadata).get("ecom_consumed") or {}
+        consumed = json.loads(user_metadata).get(STATE_KEY) or {}
     except (ValueError, AttributeError):
         return ""
     return str(consumed.get("consumer", "")) if isinstance(consumed, dict) else ""

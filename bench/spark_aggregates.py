@@ -31,16 +31,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args(argv)
 
+    from jobs.cli import load_cli_config
     from jobs.framework import run_job
     from jobs.graph import JOB_GRAPH
-    from pipeline_lib.config import load_config, parse_assignment
     from pipeline_lib.ops.context import JobContext, new_run_id
     from pipeline_lib.ops.runs import RunRecord
     from pipeline_lib.session import build_spark_session
 
-    overrides = dict(parse_assignment(item) for item in args.set)
-    overrides |= {"paths.lake": args.lake, "paths.landing": args.landing}
-    config = load_config(None, overrides=overrides)
+    config = load_cli_config(argparse.Namespace(env=None, conf_dir=None, **vars(args)))
     specs = [spec for spec in JOB_GRAPH if spec.qualified_name in AGGREGATE_JOBS]
     spark = build_spark_session(config.spark)
     seconds: dict[str, float] = {}
