@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
@@ -40,7 +40,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from jobs.framework import JobFailedError, run_job, save_run_records
-from jobs.graph import LANDING, JobSpec, upstream_jobs
+from jobs.graph import JOB_GRAPH, LANDING, JobSpec, upstream_jobs
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.io.kafka import topic_end_offsets
 from pipeline_lib.io.postgres import DatabaseError, database_now, source_database
@@ -98,6 +98,7 @@ def run_jobs(
         JobFailedError: A job failed: the message has one line per failed or blocked job.
             A backfill stops after the first date with a failure.
     """
+    check_job_conf(config.spark.job_conf, (spec.qualified_name for spec in JOB_GRAPH))
     session = _LazySession(spark)
     outcomes: list[JobOutcome] = []
     for position, as_of in enumerate(dates):
@@ -223,8 +224,12 @@ def _run_one(
         if idle is not None:
             progress(f"{name}: skipped, nothing it reads changed since run {idle}")
             return JobOutcome(name, SKIPPED, f"inputs unchanged since run {idle}")
+    try:
+        spark = session.for_job(name, settings=config.spark.job_conf.get(name, {}))
+    except ValueError as err:  # a setting of spark.job_conf no session can take: this job fails
+        return JobOutcome(name, FAILED, str(err))  # names the job
     ctx = JobContext(
-        spark=session.for_job(name),
+        spark=spark,
         config=config,
         run_id=run_id,
         as_of=as_of,
@@ -292,6 +297,18 @@ def _idle_since(spec: JobSpec, lake: str, inputs: dict[str, Any]) -> str | None:
     return str(state.get("run_id")) if present or nothing_to_read else None
 
 
+def check_job_conf(job_conf: Mapping[str, Mapping[str, str]], jobs: Iterable[str]) -> None:
+    """Raise ValueError when ``spark.job_conf`` names a job the graph does not have (a typo
+    would otherwise leave the job on the shared settings without a word)."""
+    known = set(jobs)
+    unknown = sorted(set(job_conf) - known)
+    if unknown:
+        raise ValueError(
+            f"spark.job_conf names unknown jobs {unknown}; jobs are named <layer>.<job>, "
+            "as `ecom-pipeline jobs` lists them"
+        )
+
+
 class _LazySession:
     """The Spark session, built on first use; and a session of its own for each job."""
 
@@ -306,17 +323,30 @@ class _LazySession:
                 self._session = self._source()  # type: ignore[operator]
             return self._session
 
-    def for_job(self, job: str) -> SparkSession:
+    def for_job(self, job: str, *, settings: Mapping[str, str] | None = None) -> SparkSession:
         """A session sharing the Spark context and the base session's settings, but not later
         changes: jobs running side by side set session settings (a MERGE's commit metadata)
         that must not reach each other's commits.
 
+        ``settings`` (``spark.job_conf.<job>``) are this job's own SQL settings on top.
         The Spark jobs the calling thread starts in it carry the tag ``ecom-job=<job>``
-        (:data:`JOB_TAG_PREFIX`); the job runs in that thread."""
+        (:data:`JOB_TAG_PREFIX`); the job runs in that thread.
+
+        Raises:
+            ValueError: A setting of ``settings`` cannot differ between sessions (a static
+                or core Spark setting: it belongs in ``spark.conf``).
+        """
         base = self.get()
         session = base.newSession()
         for key, value in base.conf.getAll.items():
             if base.conf.isModifiable(key) and session.conf.get(key, None) != value:
                 session.conf.set(key, value)
+        for key, value in (settings or {}).items():
+            if not session.conf.isModifiable(key):
+                raise ValueError(
+                    f"spark.job_conf.{job}: {key} is not a Spark SQL setting a session can change; "
+                    "set it for every job in spark.conf"
+                )
+            session.conf.set(key, value)
         session.addTag(f"{JOB_TAG_PREFIX}{job}")
         return session

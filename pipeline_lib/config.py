@@ -112,6 +112,13 @@ def _spark_values(value: Any) -> Any:
     }
 
 
+def _job_spark_values(value: Any) -> Any:
+    # spark.job_conf: {job: {setting: value}}, each job's values as text like spark.conf's.
+    if not isinstance(value, dict):
+        return value
+    return {str(job): _spark_values(settings) for job, settings in value.items()}
+
+
 def _rules_lists(value: Any) -> Any:
     # `orders:` with nothing under it is a table without rules.
     if not isinstance(value, dict):
@@ -151,6 +158,10 @@ class SparkConfig:
     jars_dir: str | None = None
     log_level: Annotated[SparkLogLevel, BeforeValidator(_upper)] = "WARN"
     conf: Annotated[Mapping[str, str], BeforeValidator(_spark_values)] = Field(default_factory=dict)
+    # Spark SQL settings of one job's session only, e.g. {"silver.products": {...}} (docs/engine.md).
+    job_conf: Annotated[Mapping[str, Mapping[str, str]], BeforeValidator(_job_spark_values)] = Field(
+        default_factory=dict
+    )
 
 
 @dataclass(frozen=True, config=_RECORD)

@@ -8,6 +8,7 @@ delivery, which must stop only what depends on silver.orders.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import shutil
@@ -169,6 +170,31 @@ def test_a_failed_job_stops_only_what_depends_on_it(spark, shop):
     statuses = {r["job"]: r["status"] for r in last.collect()}
     assert statuses["silver.orders"] == "failed" and statuses["bronze.orders"] == "succeeded"
     assert not set(blocked) & set(statuses)  # a blocked job did not run
+
+
+def test_a_jobs_setting_no_session_can_take_fails_that_job_only(spark, shop):
+    config = shop["config"]
+    bad = {"gold.dim_date": {"spark.driver.memory": "8g"}}
+    tuned = dataclasses.replace(config, spark=dataclasses.replace(config.spark, job_conf=bad))
+    dimensions = [s for s in JOB_GRAPH if s.qualified_name in ("gold.dim_date", "gold.dim_product")]
+    with warnings.catch_warnings(), pytest.raises(JobFailedError) as failure:
+        warnings.simplefilter("ignore")
+        run_jobs(spark, tuned, dimensions, [None], force=True)
+    assert str(failure.value) == (
+        "spark.job_conf.gold.dim_date: spark.driver.memory is not a Spark SQL setting a session "
+        "can change; set it for every job in spark.conf"
+    )
+    runs = read_table(spark, table_path(config.paths.lake, "ops", "pipeline_runs"))
+    last = runs.where(F.col("run_id") == runs.agg(F.max("run_id")).first()[0])
+    assert {r["job"]: r["status"] for r in last.collect()} == {"gold.dim_product": "succeeded"}
+
+    unknown = dataclasses.replace(config, spark=dataclasses.replace(config.spark, job_conf={"dim_date": {}}))
+
+    def no_spark() -> SparkSession:
+        raise AssertionError("a refused config asked for a Spark session")
+
+    with pytest.raises(ValueError, match=r"unknown jobs \['dim_date'\]"):
+        run_jobs(no_spark, unknown, dimensions, [None])
 
 
 @pytest.mark.parametrize("declared", [JOB_GRAPH, tuple(reversed(JOB_GRAPH))], ids=["as declared", "reversed"])
