@@ -13,7 +13,7 @@ library, so a scheduler's own environment (Airflow's) can read it without Spark.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -349,3 +349,18 @@ def select_jobs(layer: str, name: str | None = None, specs: Sequence[JobSpec] = 
             raise GraphError(f"unknown job {name!r} for layer {layer}; known: {known}")
         chosen = named
     return chosen
+
+
+def check_job_conf(job_conf: Mapping[str, object], specs: Sequence[JobSpec] = JOB_GRAPH) -> None:
+    """Refuse a ``spark.job_conf`` that names a job the graph does not have (a typo would
+    otherwise leave the job on the shared settings without a word).
+
+    Raises:
+        GraphError: Naming the unknown jobs.
+    """
+    unknown = sorted(set(job_conf) - {spec.qualified_name for spec in specs})
+    if unknown:
+        raise GraphError(
+            f"spark.job_conf names unknown jobs {unknown}; jobs are named <layer>.<job>, "
+            "as `ecom-pipeline jobs` lists them"
+        )

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
@@ -40,7 +40,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from jobs.framework import JobFailedError, run_job, save_run_records
-from jobs.graph import JOB_GRAPH, LANDING, JobSpec, upstream_jobs
+from jobs.graph import LANDING, JobSpec, check_job_conf, upstream_jobs
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.io.kafka import topic_end_offsets
 from pipeline_lib.io.postgres import DatabaseError, database_now, source_database
@@ -98,7 +98,7 @@ def run_jobs(
         JobFailedError: A job failed: the message has one line per failed or blocked job.
             A backfill stops after the first date with a failure.
     """
-    check_job_conf(config.spark.job_conf, (spec.qualified_name for spec in JOB_GRAPH))
+    check_job_conf(config.spark.job_conf)
     session = _LazySession(spark)
     outcomes: list[JobOutcome] = []
     for position, as_of in enumerate(dates):
@@ -295,18 +295,6 @@ def _idle_since(spec: JobSpec, lake: str, inputs: dict[str, Any]) -> str | None:
     except UnreadableRootError:
         return None
     return str(state.get("run_id")) if present or nothing_to_read else None
-
-
-def check_job_conf(job_conf: Mapping[str, Mapping[str, str]], jobs: Iterable[str]) -> None:
-    """Raise ValueError when ``spark.job_conf`` names a job the graph does not have (a typo
-    would otherwise leave the job on the shared settings without a word)."""
-    known = set(jobs)
-    unknown = sorted(set(job_conf) - known)
-    if unknown:
-        raise ValueError(
-            f"spark.job_conf names unknown jobs {unknown}; jobs are named <layer>.<job>, "
-            "as `ecom-pipeline jobs` lists them"
-        )
 
 
 class _LazySession:
