@@ -17,7 +17,7 @@ from pipeline_lib.config import PipelineConfig, load_config
 from pipeline_lib.session import KafkaJarsMissingError, build_spark_session, kafka_jars
 from tests.hostile import HostileBuild, run_over_hostile_landing
 from tests.pg_server import PostgresShop, running_postgres
-from tests.support import generate_reference_landing
+from tests.support import TEST_JVM_OPTIONS, generate_reference_landing
 from tools.kafka_broker import Broker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +42,7 @@ TEST_SPARK_CONF = {
     # One JVM serves every test of a worker for 20 minutes; the recommendation jobs' broadcasts
     # ran out of a 2 GB heap late in the suite (see also release_caches_after_each_module).
     "spark.driver.memory": "4g",
+    "spark.driver.extraJavaOptions": TEST_JVM_OPTIONS,  # C1 only (tests/support.py)
 }
 
 

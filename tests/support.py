@@ -21,8 +21,13 @@ REFERENCE_SEED = 11
 # Small settings for tiny data and two shared cores (ECOM__SECTION__KEY, docs/configuration.md),
 # the same as the in-process session's (tests/conftest.py TEST_SPARK_CONF): performance only.
 # Without them every tiny query would compile generated code and shuffle into 8 partitions.
+# The driver's JVM compiles with C1 only, in a code cache C1 does not fill: tiny runs are
+# hundreds of small, different Spark operations, which C2 spent more CPU compiling than it
+# saved (docs/engine.md, "The driver's JVM"; bench/results/MEASUREMENTS.md, 2026-12-07).
+TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=512m"
 SMALL_SPARK_ENV = {
     "ECOM__SPARK__MASTER": "local[2]",
+    "ECOM__SPARK__CONF__spark.driver.extraJavaOptions": TEST_JVM_OPTIONS,
     "ECOM__SPARK__CONF__SPARK.SQL.SHUFFLE.PARTITIONS": "2",
     "ECOM__SPARK__CONF__SPARK.UI.ENABLED": "false",
     "ECOM__SPARK__CONF__spark.databricks.delta.optimizeWrite.enabled": "false",
