@@ -3,7 +3,8 @@
 ``tests/support.py`` sets them for the suite's sessions and subprocesses (docs/engine.md,
 "The driver's JVM"); they only work if they reach the JVM when it starts, past the session
 builder and the log4j options it adds, and with Java's default cache for C1 (48 MB) the JVM
-stops compiling within half a minute.
+stops compiling within half a minute. This checks the in-process session's JVM; the
+subprocesses get the same string (``TEST_JVM_OPTIONS``) through ``SMALL_SPARK_ENV``.
 """
 
 from __future__ import annotations
