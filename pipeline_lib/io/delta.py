@@ -716,6 +716,7 @@ def insert_or_update(
     is_new: str,
     insert_columns: Sequence[str],
     update_columns: Sequence[str],
+    target_condition: str | None = None,
     user_metadata: str | None = None,
 ) -> MergeCounts:
     """One MERGE: insert the source rows flagged ``is_new``, update ``update_columns`` of the others.
@@ -723,11 +724,17 @@ def insert_or_update(
     For a table whose rows are written once and then only re-annotated (click events whose
     session or stitched customer changes): the plan decides which rows are new, so the MERGE
     needs no content comparison. A new row fills ``insert_columns`` (the table's columns).
+
+    ``target_condition`` (on the target ``t`` only, e.g. a partition range) joins the MERGE
+    condition, so that Delta reads only the files it can hold. Every source row to update
+    must lie within it, and no row flagged new may have a key outside it: the caller's plan
+    guarantees both (a new row's key already in the table would be inserted a second time).
     """
+    on = key_condition(keys, null_safe=False)
     return merge(
         source,
         path,
-        on=key_condition(keys, null_safe=False),
+        on=on if target_condition is None else f"({on}) AND ({target_condition})",
         clauses=lambda m: m.whenMatchedUpdate(
             condition=f"NOT s.`{is_new}`", set={c: f"s.`{c}`" for c in update_columns}
         ).whenNotMatchedInsert(condition=f"s.`{is_new}`", values={c: f"s.`{c}`" for c in insert_columns}),

@@ -573,6 +573,22 @@ def event_date_span(clicks: DataFrame) -> tuple[dt.date, dt.date] | None:
     return row["first"], row["last"]
 
 
+def merge_target_condition(planned: DataFrame) -> str | None:
+    """The silver partitions a plan touches, as a condition on the MERGE's target ``t``.
+
+    The plan's rows (:func:`plan_click_changes`) are new events and silver events of the
+    same devices near them: the span of their ``event_date`` (plus the null date, should a
+    rule set let one through) holds every row the MERGE updates. With it, Delta reads those
+    partitions only, not the whole table; None (no bound) when no row has a date.
+    Collects one row.
+    """
+    span = event_date_span(planned)
+    if span is None:
+        return None
+    first, last = (day.isoformat() for day in span)
+    return f"t.`event_date` IS NULL OR t.`event_date` BETWEEN DATE'{first}' AND DATE'{last}'"
+
+
 def reconcile_clicks(counts: dict[str, int], written: dict[str, int]) -> dict[str, Any]:
     """Check ``bronze rows = inserted + quarantined + duplicates removed``; the run's details.
 

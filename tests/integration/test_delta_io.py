@@ -15,6 +15,7 @@ from pipeline_lib.io.delta import (
     MergeCounts,
     MissingColumnsError,
     append_new,
+    insert_or_update,
     latest_commit,
     read_table,
     register_lake_tables,
@@ -186,3 +187,46 @@ def test_latest_commit_is_what_history_reports_for_a_write_and_a_merge(spark, tm
     assert last.info["operationMetrics"] == history["operationMetrics"]
     assert last.info["operationMetrics"]["numTargetRowsInserted"] == "1"
     assert "userMetadata" not in last.info
+
+
+EVENTS = T.StructType(
+    [
+        T.StructField("event_id", T.StringType(), False),
+        T.StructField("day", T.DateType(), True),
+        T.StructField("session", T.StringType(), True),
+        T.StructField("_is_new", T.BooleanType(), False),
+    ]
+)
+
+
+def test_insert_or_update_with_a_target_condition_never_opens_the_partitions_outside_it(spark, tmp_path):
+    import datetime as dt
+    import glob
+
+    path = str(tmp_path / "events")
+    day = lambda n: dt.date(2026, 3, n)  # noqa: E731
+    rows = [("e1", day(1), "s1"), ("e2", day(2), "s2"), ("e3", day(3), "s3"), ("e4", day(4), "s4")]
+    target = spark.createDataFrame([(*row, False) for row in rows], EVENTS).drop("_is_new")
+    write_table(target, path, partition_by=["day"])
+    # The partitions of days 1 and 4 lose their data files: a MERGE that read them would fail.
+    for n in (1, 4):
+        for data_file in glob.glob(f"{path}/day=2026-03-0{n}/*.parquet"):
+            os.remove(data_file)
+    plan = spark.createDataFrame([("e2", day(2), "s2b", False), ("e5", day(3), "s5", True)], EVENTS)
+
+    counts = insert_or_update(
+        plan,
+        path,
+        keys=["event_id"],
+        is_new="_is_new",
+        insert_columns=["event_id", "day", "session"],
+        update_columns=["session"],
+        target_condition="t.day BETWEEN DATE'2026-03-02' AND DATE'2026-03-03'",
+    )
+
+    assert counts is not None and (counts.inserted, counts.updated) == (1, 1)
+    in_range = read_table(spark, path).where("day BETWEEN '2026-03-02' AND '2026-03-03'")
+    expected = spark.createDataFrame(
+        [("e2", day(2), "s2b"), ("e3", day(3), "s3"), ("e5", day(3), "s5")], EVENTS.fieldNames()[:3]
+    )
+    assert_df_equality(in_range, expected, ignore_row_order=True, ignore_nullable=True)

@@ -28,6 +28,7 @@ from pipeline_lib.silver.clicks import (
     clean_clicks,
     dedupe_clicks,
     filter_unseen_clicks,
+    merge_target_condition,
     plan_click_changes,
     select_click_context,
     sessionize_clicks,
@@ -832,6 +833,22 @@ def test_plan_click_changes_gives_the_same_silver_as_processing_everything_at_on
     )
     expected = to_silver_clicks(process(everything))
     assert_df_equality(to_silver_clicks(merged), expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_the_merge_reads_the_partitions_from_the_plans_first_to_last_event_date(spark):
+    planned = silver(
+        spark,
+        {"event_id": "e1", "event_ts": at(0)},
+        {"event_id": "e2", "event_ts": at(3 * 24 * 60)},
+        {"event_id": "e3", "event_ts": at(60)},
+    )
+    undated = planned.withColumn("event_date", F.lit(None).cast("date"))
+
+    assert merge_target_condition(planned) == (
+        "t.`event_date` IS NULL OR t.`event_date` BETWEEN DATE'2024-03-01' AND DATE'2024-03-04'"
+    )
+    assert merge_target_condition(planned.limit(0)) is None
+    assert merge_target_condition(undated) is None
 
 
 def test_to_silver_clicks_fixes_the_contract(spark):
