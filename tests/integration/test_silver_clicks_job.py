@@ -182,6 +182,33 @@ def test_silver_clicks_job_dedupes_sessionizes_stitches_and_then_commits_nothing
     assert read_table(spark, quarantine_path).count() == 2
 
 
+def test_a_resend_stamped_days_later_is_still_found_in_silver(spark, clicks_config):
+    # A hand-made delivery: the tracker's retry of e-1 carries the time it was re-sent, nine
+    # days after the event, so it falls in another event_date partition than the silver row.
+    # The run's MERGE reads only the partitions of its own plan (2024-03-10); the anti-join
+    # with every silver event_id before it must still drop the copy.
+    lake = clicks_config.paths.lake
+    deliver(spark, lake, DAY1, "part-0.jsonl", click("e-1", "2024-03-01T10:00:00Z", "a1"))
+    silver_clicks(JobContext(spark=spark, config=clicks_config, run_id="run-1"))
+    day10 = dt.date(2024, 3, 10)
+    deliver(
+        spark, lake, day10, "part-0.jsonl",
+        click("e-1", "2024-03-10T08:00:00Z", "a1"),
+        click("e-2", "2024-03-10T08:05:00Z", "a1"),
+    )  # fmt: skip
+
+    second = silver_clicks(JobContext(spark=spark, config=clicks_config, run_id="run-2"))
+
+    assert second.details["reconciled"] is True
+    assert (second.details["inserted"], second.details["duplicates_already_in_silver"]) == (1, 1)
+    silver = read_table(spark, table_path(lake, "silver", "clicks"))
+    stamped = F.date_format("event_ts", "yyyy-MM-dd HH:mm")  # in the session's zone, UTC
+    assert sorted(silver.select("event_id", stamped, "event_date").collect()) == [
+        ("e-1", "2024-03-01 10:00", DAY1),
+        ("e-2", "2024-03-10 08:05", day10),
+    ]
+
+
 def test_reconciliation_that_does_not_add_up_fails_the_run():
     counts = {"bronze_rows": 10, "quarantined": 2, "valid": 8, "unique_in_batch": 7, "conflicts_in_batch": 0,
               "new_events": 6, "context_updates": 0}  # fmt: skip
