@@ -512,9 +512,10 @@ def replace_groups(
     """
     spark = source.sparkSession
     require_columns(source, row_keys, what=f"replace groups in {path}")
+    if not source.isLocal():  # checked, staged (twice: its rows and its keys), counted: compute once
+        source = source.localCheckpoint()
     assert_unique_keys(source, row_keys, what=f"replace groups in {path}")
     if not table_exists(spark, path):
-        source = source.localCheckpoint()
         write_table(source, path, mode="overwrite", properties=properties, user_metadata=user_metadata)
         rows = source.count()
         return MergeCounts(inserted=rows, source_rows=rows)
