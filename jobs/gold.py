@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 
 from pipeline_lib.gold.dimensions import build_dim_customer, build_dim_date, build_dim_product
 from pipeline_lib.gold.facts import build_fact_order_lines, build_fact_orders, changed_order_ids, of_keys
-from pipeline_lib.gold.sessions import build_fact_sessions
+from pipeline_lib.gold.sessions import build_fact_sessions, session_dates
 from pipeline_lib.gold.steps import (
     is_up_to_date,
     job_result,
@@ -173,9 +173,13 @@ def fact_sessions(ctx: JobContext) -> JobResult:
     if needs_full_build(ctx, path, inputs):
         result = overwrite(ctx, clicks.transform(build_fact_sessions), path, inputs)
     else:
-        changes = inputs.changes("silver.clicks")
-        changed = changes.select("session_id").where(F.col("session_id").isNotNull()).distinct()
-        sessions = of_keys(clicks, changed).transform(build_fact_sessions)
+        changes = inputs.changes("silver.clicks").select("session_id").where(F.col("session_id").isNotNull())
+        changed = changes.distinct().localCheckpoint()  # read three times: dates, events, keys to replace
+        # The whole rows of the changed sessions' days only (Delta skips the other partitions).
+        dates = [row["event_date"] for row in session_dates(clicks, changed).collect()]  # one row per day
+        in_dates = F.col("event_date").isin([d for d in dates if d is not None])
+        near = clicks.where(in_dates | F.col("event_date").isNull() if None in dates else in_dates)
+        sessions = of_keys(near, changed).transform(build_fact_sessions)
         result = replace_keys(ctx, sessions, path, keys=["session_id"], scope=changed, inputs=inputs)
     inputs.record()
     return result

@@ -120,3 +120,25 @@ def build_fact_sessions(clicks: DataFrame) -> DataFrame:
         F.col("_first.device_type").alias("device_type"),
     )
     return conform_to(facts, FACT_SESSIONS_SCHEMA)
+
+
+def session_dates(clicks: DataFrame, sessions: DataFrame) -> DataFrame:
+    """The ``event_date`` values that hold an event of any of ``sessions``' ``session_id``.
+
+    A changed session is rebuilt from all its events, which may lie in any partition (a
+    session past midnight, a session id the tracker reused); this finds those partitions
+    from two columns of ``clicks``, so that the whole rows are read from them only.
+
+    Args:
+        clicks: Silver click events (``session_id``, ``event_date``).
+        sessions: One column, ``session_id``.
+
+    Returns:
+        One column, ``event_date``, one row per date (null when such an event has none).
+    """
+    return (
+        clicks.select("session_id", "event_date")
+        .join(sessions, on="session_id", how="left_semi")
+        .select("event_date")
+        .distinct()
+    )

@@ -9,7 +9,7 @@ import chispa
 from pyspark.sql import DataFrame, SparkSession
 
 from pipeline_lib.gold.schemas import FACT_SESSIONS_SCHEMA
-from pipeline_lib.gold.sessions import build_fact_sessions, funnel_step_no
+from pipeline_lib.gold.sessions import build_fact_sessions, funnel_step_no, session_dates
 from pipeline_lib.silver.schemas import SILVER_SCHEMAS
 
 
@@ -173,3 +173,21 @@ def test_events_at_the_same_time_are_ordered_by_event_id(spark: SparkSession) ->
         [("/a", "C-b", 0)], "landing_page string, customer_id string, duration_s bigint"
     )
     chispa.assert_df_equality(actual, expected, ignore_nullable=True)
+
+
+def test_session_dates_are_every_day_holding_an_event_of_a_changed_session(spark: SparkSession) -> None:
+    clicks = clicks_of(
+        spark,
+        [
+            click("e1", "S1", utc(2024, 3, 1, 23, 50), "page_view"),  # S1 runs past midnight
+            click("e2", "S1", utc(2024, 3, 2, 0, 5), "page_view"),
+            click("e3", "S2", utc(2024, 3, 5, 9, 0), "page_view"),  # S2 did not change
+            click("e4", "S3", utc(2024, 3, 2, 9, 0), "page_view"),
+            {**click("e5", "S3", utc(2024, 3, 7, 9, 0), "page_view"), "event_date": None},
+        ],
+    )
+    changed = spark.createDataFrame([("S1",), ("S3",)], "session_id string")
+
+    dates = {row["event_date"] for row in session_dates(clicks, changed).collect()}
+
+    assert dates == {dt.date(2024, 3, 1), dt.date(2024, 3, 2), None}
