@@ -23,8 +23,15 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from pipeline_lib.bronze.schemas import INGEST_DATE
-from pipeline_lib.io.delta import latest_user_metadata, read_table, table_exists, table_version, write_table
-from pipeline_lib.io.frames import same_rows
+from pipeline_lib.io.delta import (
+    latest_user_metadata,
+    read_partition,
+    read_table,
+    table_exists,
+    table_version,
+    write_table,
+)
+from pipeline_lib.io.frames import count_and_compare
 from pipeline_lib.ops.context import JobContext, JobResult
 from pipeline_lib.ops.watermarks import CDF_PROPERTIES
 
@@ -116,11 +123,18 @@ def collect_order_stats(orders: DataFrame) -> tuple[dt.date | None, int]:
 
     The default is the latest ``order_date``, but never after the latest delivery of the orders
     (``_ingest_date``): an order dated in the future cannot move the as-of date past the data.
+    Plain maxima and a count: Delta answers them from the log's file statistics, without
+    reading the table (its metadata-only aggregates do not apply around an expression).
     """
     row = orders.agg(
-        F.least(F.max("order_date"), F.max(INGEST_DATE)).alias("latest"), F.count(F.lit(1)).alias("rows")
+        F.max("order_date").alias("latest_order"),
+        F.max(INGEST_DATE).alias("latest_delivery"),
+        F.count(F.lit(1)).alias("rows"),
     ).first()
-    return (None, 0) if row is None else (row["latest"], int(row["rows"]))
+    if row is None:
+        return None, 0
+    dates = [day for day in (row["latest_order"], row["latest_delivery"]) if day is not None]
+    return (min(dates) if dates else None), int(row["rows"])  # as least(): a null is skipped
 
 
 def resolve_as_of(ctx: JobContext, orders: DataFrame) -> tuple[dt.date, int]:
@@ -130,9 +144,9 @@ def resolve_as_of(ctx: JobContext, orders: DataFrame) -> tuple[dt.date, int]:
     Raises:
         MissingInputError: No as-of date was given and silver.orders has no dated order.
     """
-    latest, rows = collect_order_stats(orders)
     if ctx.as_of is not None:
-        return ctx.as_of, rows
+        return ctx.as_of, orders.count()  # from the log's statistics, as above
+    latest, rows = collect_order_stats(orders)
     if latest is None:
         raise MissingInputError("no --as-of given and silver.orders holds no order date to default to")
     return latest, rows
@@ -142,19 +156,26 @@ def _as_of_predicate(as_of: dt.date) -> str:
     return f"{AS_OF_COLUMN} = DATE'{as_of.isoformat()}'"
 
 
-def partition_is_unchanged(rows: DataFrame, path: str, as_of: dt.date) -> bool:
-    """True when the table's ``as_of`` partition holds exactly ``rows`` (as a multiset).
+def compare_with_partition(rows: DataFrame, path: str, as_of: dt.date) -> tuple[int, bool]:
+    """How many ``rows`` there are, and whether the table's ``as_of`` partition holds exactly
+    them (as a multiset: duplicates count).
 
-    Compares with ``exceptAll`` both ways (one Spark job) on that one partition, so duplicates
-    count. A table without one of the columns of ``rows`` counts as changed.
+    When the partition holds data files, one query counts and compares
+    (:func:`pipeline_lib.io.frames.count_and_compare`). When it holds none (a new as-of date:
+    a daily run), the Delta log says so without a query and only the count runs: the rows
+    are new, unless there are none. A missing table, or one without a column of ``rows``,
+    counts as changed.
     """
     spark = rows.sparkSession
     if not table_exists(spark, path):
-        return False
-    stored = read_table(spark, path).where(F.expr(_as_of_predicate(as_of)))
+        return rows.count(), False
+    stored = read_partition(spark, path, _as_of_predicate(as_of))
+    if stored is None:
+        count = rows.count()
+        return count, count == 0
     if any(column not in stored.columns for column in rows.columns):
-        return False
-    return same_rows(rows, stored)
+        return rows.count(), False
+    return count_and_compare(rows, stored)
 
 
 def replace_as_of_partition(rows: DataFrame, path: str, as_of: dt.date, *, user_metadata: str) -> None:
@@ -217,8 +238,11 @@ def publish_as_of(
     as_of, rows_read = resolve_as_of(ctx, orders)
     rows = build(as_of).persist()
     try:
-        count = rows.count()
-        if not ctx.full_refresh and partition_is_unchanged(rows, path, as_of):
+        if ctx.full_refresh:
+            count, unchanged = rows.count(), False
+        else:
+            count, unchanged = compare_with_partition(rows, path, as_of)
+        if unchanged:
             ctx.progress(f"gold.{table}: as of {as_of}: {count} rows, unchanged; nothing written")
             written, outcome = 0, "unchanged"
         else:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
 
@@ -60,10 +61,45 @@ def _instant(value: Any) -> Any:
     return value
 
 
+# The side a row of :func:`_row_tally` came from: +1 left, -1 right.
+_SIDE = "__same_rows_side"
+
+
+def _row_tally(left: DataFrame, right: DataFrame) -> DataFrame:
+    """Per distinct row of either frame: ``_difference`` (copies in ``left`` minus copies in
+    ``right``) and ``_left`` (copies in ``left``). Grouping compares values as ``exceptAll``
+    does (nulls equal, NaN equal, -0.0 equal to 0.0)."""
+    columns = left.columns
+    both = left.withColumn(_SIDE, F.lit(1)).unionByName(right.select(*columns).withColumn(_SIDE, F.lit(-1)))
+    return both.groupBy(*columns).agg(
+        F.sum(_SIDE).alias("_difference"), F.count_if(F.col(_SIDE) == 1).alias("_left")
+    )
+
+
 def same_rows(left: DataFrame, right: DataFrame) -> bool:
     """True when two frames with the same columns hold the same rows as multisets (duplicates count).
 
-    ``exceptAll`` both ways in one query; the columns of ``right`` are taken in ``left``'s order.
+    One aggregation over both frames, each row counted +1 on the left and -1 on the right:
+    equal multisets leave every row at 0. Exact, as ``exceptAll`` both ways is, with one
+    shuffle instead of two (0.39 -> 0.25 s warm on a 6,923-row partition,
+    ``bench/results/MEASUREMENTS.md``). The columns of ``right`` are taken in ``left``'s order.
     """
-    right = right.select(*left.columns)
-    return left.exceptAll(right).unionByName(right.exceptAll(left)).isEmpty()
+    return _row_tally(left, right).where(F.col("_difference") != 0).isEmpty()
+
+
+def count_and_compare(left: DataFrame, right: DataFrame) -> tuple[int, bool]:
+    """``left``'s row count, and whether ``right`` holds the same rows (:func:`same_rows`), in one query.
+
+    For a writer that counts what it would write and skips the write when the target
+    already holds it: one Spark query instead of a count and a comparison.
+    """
+    row = (
+        _row_tally(left, right)
+        .agg(
+            F.coalesce(F.sum("_left"), F.lit(0)).alias("rows"),
+            F.count_if(F.col("_difference") != 0).alias("differing"),
+        )
+        .first()
+    )
+    assert row is not None  # a global aggregate has one row
+    return int(row["rows"]), int(row["differing"]) == 0

@@ -1,4 +1,4 @@
-"""local_frame: the rows and schema createDataFrame would give, as a local relation."""
+"""local_frame: the rows and schema createDataFrame would give, as a local relation; frame equality."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 from pyspark.sql import types as T
 
-from pipeline_lib.io.frames import local_frame
+from pipeline_lib.io.frames import count_and_compare, local_frame, same_rows
 from pipeline_lib.ops.schemas import RUN_RECORD_SCHEMA
 
 SCHEMA = T.StructType(
@@ -84,3 +84,44 @@ def test_bad_rows_are_refused(spark):
         local_frame(spark, [(None, *ROWS[0][1:])], SCHEMA)
     with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):
         local_frame(spark, [("a", "yesterday", *ROWS[0][2:])], SCHEMA)  # a string for a date
+
+
+COMPARED = "k string, amount double, tags array<string>"
+
+
+def test_same_rows_compares_multisets_in_any_order_and_column_order(spark):
+    rows = [("a", 1.0, ["x"]), ("a", 1.0, ["x"]), ("b", None, None), (None, float("nan"), [])]
+    left = spark.createDataFrame(rows, COMPARED)
+    reordered = spark.createDataFrame(list(reversed(rows)), COMPARED).select("tags", "amount", "k")
+    assert same_rows(left, reordered)
+    assert count_and_compare(left, reordered) == (4, True)
+    # -0.0 groups with 0.0, as exceptAll compares them
+    assert same_rows(
+        spark.createDataFrame([("z", 0.0, None)], COMPARED),
+        spark.createDataFrame([("z", -0.0, None)], COMPARED),
+    )
+
+
+@pytest.mark.parametrize(
+    "right",
+    [
+        [("a", 1.0, ["x"]), ("b", None, None)],  # a duplicate fewer
+        [("a", 1.0, ["x"]), ("a", 1.0, ["x"]), ("a", 1.0, ["x"]), ("b", None, None)],  # one more
+        [("a", 1.0, ["x"]), ("a", 1.0, ["y"]), ("b", None, None)],  # a value changed
+        [("a", 1.0, ["x"]), ("a", 1.0, ["x"]), ("b", 2.0, None)],  # a null filled
+        [("a", 1.0, ["x"]), ("b", None, None), ("b", None, None)],  # as many rows, other copies
+        [],
+    ],
+)
+def test_same_rows_tells_any_difference_of_rows_or_copies(spark, right):
+    left = spark.createDataFrame([("a", 1.0, ["x"]), ("a", 1.0, ["x"]), ("b", None, None)], COMPARED)
+    other = spark.createDataFrame(right, COMPARED)
+    assert not same_rows(left, other)
+    assert not same_rows(other, left)
+    assert count_and_compare(left, other) == (3, False)
+    assert count_and_compare(other, left) == (len(right), False)
+
+
+def test_count_and_compare_of_two_empty_frames(spark):
+    empty = spark.createDataFrame([], COMPARED)
+    assert count_and_compare(empty, empty) == (0, True)
