@@ -636,6 +636,21 @@ def _earlier_rows(all_results: Sequence[dict[str, Any]]) -> list[list[Any]]:
     return rows
 
 
+def _machine_lines(results: list[dict[str, Any]]) -> list[str]:
+    """One line per machine the results were measured on (a scale measured on another CPU
+    than the others is named with it: their ratios to the floor and the peer differ)."""
+    scales_by_machine: dict[tuple[Any, ...], list[str]] = {}
+    for result in results:
+        machine = result["machine"]
+        key = (machine["cores"], machine["cpu"], machine["memory_gb"], machine["os"])
+        scales_by_machine.setdefault(key, []).append(f"{result['scale']:g}")
+    lines = []
+    for (cores, cpu, memory_gb, os_name), scales in scales_by_machine.items():
+        measured = f" (scale {', '.join(scales)})" if len(scales_by_machine) > 1 else ""
+        lines.append(f"- {cores} cores, {cpu}, {memory_gb} GB RAM, {os_name}{measured}")
+    return lines
+
+
 def index_markdown(all_results: list[dict[str, Any]], *, analysis: str | None = None) -> str:
     """The index: the machine, and one row per scale; a link to ``analysis`` (a file name) if given."""
     current = [r for r in all_results if is_current(r)]
@@ -651,7 +666,7 @@ def index_markdown(all_results: list[dict[str, Any]], *, analysis: str | None = 
         "",
         "## Machine",
         "",
-        f"- {machine['cores']} cores, {machine['cpu']}, {machine['memory_gb']} GB RAM, {machine['os']}",
+        *_machine_lines(current or all_results),
         f"- Python {machine['python']}, {machine['java']}",
         f"- pyspark {versions.get('pyspark')}, delta-spark {versions.get('delta-spark')}, "
         f"duckdb {versions.get('duckdb')}, deltalake {versions.get('deltalake')}, "

@@ -40,6 +40,27 @@ def committed_results() -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(RESULTS.glob("*/bench.json"))]
 
 
+def test_the_index_names_the_machine_of_each_scale_when_they_differ():
+    current = [r for r in committed_results() if is_current(r)]
+    assert len(current) >= 2, "two current scales are committed"
+    first, second = current[0], current[1]
+    machine = {**first["machine"], "cpu": "Test CPU"}
+    same = [{**first, "machine": machine}, {**second, "machine": machine}]
+    other = {**second, "machine": {**machine, "cpu": "Other CPU"}}
+
+    def machine_lines(results: list[dict]) -> list[str]:
+        section = index_markdown(results).split("## Machine", 1)[1].split("##", 1)[0]
+        return [line for line in section.splitlines() if " cores, " in line]
+
+    assert machine_lines(same) == [
+        f"- {machine['cores']} cores, Test CPU, {machine['memory_gb']} GB RAM, {machine['os']}"
+    ]
+    assert machine_lines([same[0], other]) == [
+        f"- {machine['cores']} cores, Test CPU, {machine['memory_gb']} GB RAM, {machine['os']} (scale {first['scale']:g})",
+        f"- {machine['cores']} cores, Other CPU, {machine['memory_gb']} GB RAM, {machine['os']} (scale {second['scale']:g})",
+    ]
+
+
 def test_the_index_names_the_code_of_each_scale_and_links_the_analysis_only_when_given():
     results = committed_results()
     assert results, "no committed benchmark results"
