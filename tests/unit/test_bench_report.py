@@ -52,12 +52,11 @@ def test_the_index_names_the_machine_of_each_scale_when_they_differ():
         section = index_markdown(results).split("## Machine", 1)[1].split("##", 1)[0]
         return [line for line in section.splitlines() if " cores, " in line]
 
-    assert machine_lines(same) == [
-        f"- {machine['cores']} cores, Test CPU, {machine['memory_gb']} GB RAM, {machine['os']}"
-    ]
+    cores, rest = f"- {machine['cores']} cores", f"{machine['memory_gb']} GB RAM, {machine['os']}"
+    assert machine_lines(same) == [f"{cores}, Test CPU, {rest}"]
     assert machine_lines([same[0], other]) == [
-        f"- {machine['cores']} cores, Test CPU, {machine['memory_gb']} GB RAM, {machine['os']} (scale {first['scale']:g})",
-        f"- {machine['cores']} cores, Other CPU, {machine['memory_gb']} GB RAM, {machine['os']} (scale {second['scale']:g})",
+        f"{cores}, Test CPU, {rest} (scale {first['scale']:g})",
+        f"{cores}, Other CPU, {rest} (scale {second['scale']:g})",
     ]
 
 
