@@ -106,15 +106,13 @@ def read_table(spark: SparkSession, path: str, *, version: int | None = None) ->
 
 
 def read_partition(spark: SparkSession, path: str, predicate: str) -> DataFrame | None:
-    """The rows of the table at ``path`` that match ``predicate`` (on partition columns), or
-    None when there is no table or no data file holds such rows.
+    """The rows of the existing table at ``path`` that match ``predicate`` (on partition
+    columns), or None when no data file holds such rows.
 
     Which files hold them is answered from the Delta log the session already holds
     (``inputFiles``: no Spark job, a few milliseconds warm), so a caller learns that a
     partition is empty without a query.
     """
-    if not table_exists(spark, path):
-        return None
     rows = read_table(spark, path).where(F.expr(predicate))
     return rows if rows.inputFiles() else None
 

@@ -61,18 +61,21 @@ def _instant(value: Any) -> Any:
     return value
 
 
-# The side a row of :func:`_row_tally` came from: +1 left, -1 right.
+# The side a row of :func:`_row_tally` came from (+1 left, -1 right), and the tally's two
+# output columns; prefixed so that no compared table's column can collide with them.
 _SIDE = "__same_rows_side"
+_DIFFERENCE = "__same_rows_difference"
+_LEFT = "__same_rows_left"
 
 
 def _row_tally(left: DataFrame, right: DataFrame) -> DataFrame:
-    """Per distinct row of either frame: ``_difference`` (copies in ``left`` minus copies in
-    ``right``) and ``_left`` (copies in ``left``). Grouping compares values as ``exceptAll``
+    """Per distinct row of either frame: ``_DIFFERENCE`` (copies in ``left`` minus copies in
+    ``right``) and ``_LEFT`` (copies in ``left``). Grouping compares values as ``exceptAll``
     does (nulls equal, NaN equal, -0.0 equal to 0.0)."""
     columns = left.columns
     both = left.withColumn(_SIDE, F.lit(1)).unionByName(right.select(*columns).withColumn(_SIDE, F.lit(-1)))
     return both.groupBy(*columns).agg(
-        F.sum(_SIDE).alias("_difference"), F.count_if(F.col(_SIDE) == 1).alias("_left")
+        F.sum(_SIDE).alias(_DIFFERENCE), F.count_if(F.col(_SIDE) == 1).alias(_LEFT)
     )
 
 
@@ -84,7 +87,7 @@ def same_rows(left: DataFrame, right: DataFrame) -> bool:
     shuffle instead of two (0.39 -> 0.25 s warm on a 6,923-row partition,
     ``bench/results/MEASUREMENTS.md``). The columns of ``right`` are taken in ``left``'s order.
     """
-    return _row_tally(left, right).where(F.col("_difference") != 0).isEmpty()
+    return _row_tally(left, right).where(F.col(_DIFFERENCE) != 0).isEmpty()
 
 
 def count_and_compare(left: DataFrame, right: DataFrame) -> tuple[int, bool]:
@@ -96,8 +99,8 @@ def count_and_compare(left: DataFrame, right: DataFrame) -> tuple[int, bool]:
     row = (
         _row_tally(left, right)
         .agg(
-            F.coalesce(F.sum("_left"), F.lit(0)).alias("rows"),
-            F.count_if(F.col("_difference") != 0).alias("differing"),
+            F.coalesce(F.sum(_LEFT), F.lit(0)).alias("rows"),
+            F.count_if(F.col(_DIFFERENCE) != 0).alias("differing"),
         )
         .first()
     )
