@@ -21,8 +21,9 @@ KAFKA_DIR ?= .kafka
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
-setup: $(STAMP) $(JARS)/.done $(JARS)/.jdbc-done $(JARS)/.kafka-done  ## create .venv, fetch the jars (Delta, PostgreSQL JDBC, Kafka), build tools/local_fs (idempotent)
+setup: $(STAMP) $(JARS)/.done $(JARS)/.jdbc-done $(JARS)/.kafka-done  ## create .venv, fetch the jars (Delta, PostgreSQL JDBC, Kafka), build tools/local_fs and the driver's class archive (idempotent)
 	@$(BIN)/python tools/build_local_fs.py
+	@$(BIN)/python tools/build_class_archive.py
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

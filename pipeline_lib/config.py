@@ -156,6 +156,8 @@ class SparkConfig:
     master: str = "local[*]"
     app_name: str = "ecom-lakehouse"
     jars_dir: str | None = None
+    # Local mode: the driver JVM maps the class archive `make setup` dumps (docs/engine.md).
+    class_archive: StrictBool = True
     log_level: Annotated[SparkLogLevel, BeforeValidator(_upper)] = "WARN"
     conf: Annotated[Mapping[str, str], BeforeValidator(_spark_values)] = Field(default_factory=dict)
     # Spark SQL settings of one job's session only, e.g. {"silver.products": {...}} (docs/engine.md).

@@ -44,6 +44,14 @@ LOCAL_FS_CONF = {
     "spark.hadoop.fs.file.impl": "ecom.hadoop.NioLocalFileSystem",
     "spark.hadoop.fs.AbstractFileSystem.file.impl": "ecom.hadoop.NioLocalFs",
 }
+# A driver JVM spends about 6 of a job's first 20 s loading and verifying Spark's and Delta's
+# classes. ``make setup`` dumps them into a class data sharing archive (JDK's AppCDS,
+# tools/build_class_archive.py); a local-mode driver maps it instead (see docs/engine.md).
+CLASS_ARCHIVE = "spark-driver.jsa"
+# The JVM options that say a JVM already has its own archive (or is dumping one).
+_ARCHIVE_OPTIONS = ("SharedArchiveFile", "ArchiveClassesAtExit", "-Xshare")
+# An archive the JVM cannot use (another JDK, another class path) is skipped; silently.
+QUIET_CDS = "-Xlog:cds=off -Xlog:cds+dynamic=off"
 
 
 class DeltaJarsMissingError(RuntimeError):
@@ -155,6 +163,8 @@ def build_spark_session(
     conf = {**settings.conf, **(extra_conf or {})}
     if not running_under_spark_submit() and settings.master.startswith("local"):
         conf = with_quiet_logging(with_local_fs(conf))
+        if settings.class_archive:
+            conf = with_class_archive(conf, class_archive())
         # Spark warns at every start that the host name resolves to a loopback address;
         # a local run needs no other address.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -195,6 +205,26 @@ def log4j2_config() -> Path | None:
 
     candidate = default_conf_dir() / "log4j2.properties"
     return candidate if candidate.is_file() else None
+
+
+def class_archive() -> Path | None:
+    """The driver's class archive ``make setup`` dumps, or None if it is not there."""
+    archive = Path(sys.prefix) / "share" / "ecom-pipeline" / "class-archive" / CLASS_ARCHIVE
+    return archive if archive.is_file() else None
+
+
+def with_class_archive(conf: dict[str, str], archive: Path | None) -> dict[str, str]:
+    """Local mode: the driver JVM maps ``archive``'s classes instead of loading them (pure).
+
+    Left alone when there is no archive, or when ``spark.driver.extraJavaOptions`` already
+    chooses one (or dumps one). The JVM checks that the archive matches its own build and
+    class path, and starts without it, silently, when it does not.
+    """
+    options = conf.get(DRIVER_JAVA_OPTIONS, "")
+    if archive is None or any(option in options for option in _ARCHIVE_OPTIONS):
+        return conf
+    sharing = f"-XX:SharedArchiveFile={archive} {QUIET_CDS}"
+    return {**conf, DRIVER_JAVA_OPTIONS: f"{options} {sharing}".strip()}
 
 
 def with_local_fs(conf: dict[str, str]) -> dict[str, str]:
