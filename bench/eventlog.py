@@ -11,9 +11,11 @@ numbers that separate fixed overhead from data work:
   cores at most ``2 x busy_s``);
 * ``spark_jobs``, ``stages``, ``tasks`` and the slowest jobs with their call sites.
 
-:func:`attribute_jobs` splits those numbers by pipeline job: by the ``ecom-job=<job>`` tag
-the runner gives each job's Spark jobs (exact, also for jobs running side by side), else by
-the start and end of each job's run record (logs of runs before the tag).
+:func:`attribute_jobs` splits those numbers by pipeline job: by the ``ecom.job`` local
+property the runner sets on each job's thread (exact, also for jobs running side by side, and
+for the Spark jobs of a query's broadcasts and of ALS), else by its ``ecom-job=<job>`` session
+tag (logs of runs before the property: the tag misses those), else by the start and end of
+each job's run record (logs of runs before the tag).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs.runner import JOB_TAG_PREFIX
+from jobs.runner import JOB_PROPERTY, JOB_TAG_PREFIX
 
 # Settings that make a log one plain JSON-lines file per application.
 EVENT_LOG_CONF = {
@@ -43,7 +45,7 @@ class SparkJob:
     end_ms: int
     stages: int
     description: str
-    pipeline_job: str = ""  # from the runner's job tag (jobs.runner.JOB_TAG_PREFIX); "" without one
+    pipeline_job: str = ""  # from the runner's job property or tag (jobs.runner); "" without either
 
     @property
     def seconds(self) -> float:
@@ -128,8 +130,11 @@ _JOB_TAG = re.compile(re.escape(JOB_TAG_PREFIX) + r"([^,]+)")
 
 
 def _pipeline_job(event: dict[str, Any]) -> str:
-    """The pipeline job whose tag a Spark job carries, else ""."""
-    match = _JOB_TAG.search(str((event.get("Properties") or {}).get("spark.job.tags", "")))
+    """The pipeline job whose property or tag a Spark job carries, else ""."""
+    properties = event.get("Properties") or {}
+    if properties.get(JOB_PROPERTY):
+        return str(properties[JOB_PROPERTY])
+    match = _JOB_TAG.search(str(properties.get("spark.job.tags", "")))
     return match.group(1) if match else ""
 
 

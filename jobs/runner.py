@@ -59,6 +59,10 @@ SUCCEEDED, FAILED, SKIPPED, BLOCKED = "succeeded", "failed", "skipped", "blocked
 # log and the UI; ``SparkSession.interruptTag`` cancels them): the benchmark attributes Spark
 # jobs to pipeline jobs by it, which start times cannot do for jobs running side by side.
 JOB_TAG_PREFIX = "ecom-job="
+# The same name as a local property of the job's thread: Spark copies a thread's local
+# properties to the threads that run a query's broadcasts and subqueries, and RDD jobs (ALS's
+# training) carry them too; the session's tag reaches neither.
+JOB_PROPERTY = "ecom.job"
 
 
 @dataclass(frozen=True)
@@ -318,7 +322,8 @@ class _LazySession:
 
         ``settings`` (``spark.job_conf.<job>``) are this job's own SQL settings on top.
         The Spark jobs the calling thread starts in it carry the tag ``ecom-job=<job>``
-        (:data:`JOB_TAG_PREFIX`); the job runs in that thread.
+        (:data:`JOB_TAG_PREFIX`) and the local property ``ecom.job`` (:data:`JOB_PROPERTY`,
+        also on the jobs Spark starts on its own threads for them); the job runs in that thread.
 
         Raises:
             ValueError: A setting of ``settings`` cannot differ between sessions (a static
@@ -337,4 +342,5 @@ class _LazySession:
                 )
             session.conf.set(key, value)
         session.addTag(f"{JOB_TAG_PREFIX}{job}")
+        base.sparkContext.setLocalProperty(JOB_PROPERTY, job)  # this thread's: set for each job it runs
         return session

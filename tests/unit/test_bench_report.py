@@ -32,6 +32,7 @@ from bench.lakestats import (
 from bench.report import ANALYSIS, index_markdown, is_current, markdown, write_index, write_scale_report
 from bench.report import main as report_main
 from bench.runlog import parse_run_log
+from jobs.runner import JOB_PROPERTY
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 
@@ -297,12 +298,16 @@ def test_a_commits_consumer_is_read_from_its_user_metadata(tmp_path):
     assert commit_stats(log).consumer == ""
 
 
-def test_spark_jobs_go_to_the_pipeline_job_of_their_tag_else_to_the_run_holding_their_start(tmp_path):
+def test_spark_jobs_go_to_the_pipeline_job_of_their_property_or_tag_else_to_the_run_holding_their_start(
+    tmp_path,
+):
     session = "spark-session-2c48facd-fe1b-4491-8a3e-056e315de089"
     tagged = f"{session}-execution-root-id-0,{session}-thread-f48dd310-ecom-job=gold.fact_orders,{session}"
 
-    def job(job_id: int, start: int, end: int, tags: str) -> list[dict[str, object]]:
+    def job(job_id: int, start: int, end: int, tags: str, owner: str = "") -> list[dict[str, object]]:
         properties = {"spark.job.tags": tags, "callSite.short": "collect at x.py:1"}
+        if owner:  # the runner's thread property: also on a broadcast's or ALS's jobs, without the tag
+            properties[JOB_PROPERTY] = owner
         started = {"Event": "SparkListenerJobStart", "Job ID": job_id, "Submission Time": start}
         return [
             {**started, "Properties": properties},
@@ -313,10 +318,12 @@ def test_spark_jobs_go_to_the_pipeline_job_of_their_tag_else_to_the_run_holding_
     events += job(0, 1_000, 1_500, tagged)  # inside silver.orders' run, but gold.fact_orders' job
     events += job(1, 1_200, 1_300, session)  # untagged: by time
     events += job(2, 9_000, 9_100, session)  # untagged, outside every run
+    events += job(3, 1_400, 1_600, session, owner="gold.fact_orders")  # a broadcast's: the property only
     path = tmp_path / "local-1"
     path.write_text("\n".join(json.dumps(event) for event in events) + "\n", encoding="utf-8")
     summary = summarize_event_log(path)
-    assert [spark_job.pipeline_job for spark_job in summary.jobs] == ["gold.fact_orders", "", ""]
+    owners = [spark_job.pipeline_job for spark_job in summary.jobs]
+    assert owners == ["gold.fact_orders", "", "", "gold.fact_orders"]
 
     def at(seconds: int) -> dt.datetime:
         return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=seconds)
@@ -326,7 +333,7 @@ def test_spark_jobs_go_to_the_pipeline_job_of_their_tag_else_to_the_run_holding_
         {"job": "gold.fact_orders", "started_at": at(3), "ended_at": at(4)},
     ]
     attributed = attribute_jobs(summary, records)
-    assert attributed["gold.fact_orders"] == {"spark_jobs": 1, "busy_s": 0.5}
+    assert attributed["gold.fact_orders"] == {"spark_jobs": 2, "busy_s": 0.6}
     assert attributed["silver.orders"] == {"spark_jobs": 1, "busy_s": 0.1}
     assert attributed["(between jobs)"]["spark_jobs"] == 1
 
