@@ -207,9 +207,14 @@ def log4j2_config() -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def class_archive_file() -> Path:
+    """Where ``make setup`` dumps the driver's class archive (tools/build_class_archive.py)."""
+    return Path(sys.prefix) / "share" / "ecom-pipeline" / "class-archive" / CLASS_ARCHIVE
+
+
 def class_archive() -> Path | None:
     """The driver's class archive ``make setup`` dumps, or None if it is not there."""
-    archive = Path(sys.prefix) / "share" / "ecom-pipeline" / "class-archive" / CLASS_ARCHIVE
+    archive = class_archive_file()
     return archive if archive.is_file() else None
 
 

@@ -38,11 +38,12 @@ sys.path.insert(0, str(ROOT))
 from pipeline_lib.session import (  # noqa: E402 (the checkout's package, before it is installed)
     CLASS_ARCHIVE,
     QUIET_CDS,
+    class_archive_file,
     default_jars_dir,
     local_fs_jar,
 )
 
-TARGET = Path(sys.prefix) / "share" / "ecom-pipeline" / "class-archive"
+TARGET = class_archive_file().parent
 DUMP_TIMEOUT_S = 600
 
 # The child's workload: the kinds of work every job does, so their classes are in the archive.
