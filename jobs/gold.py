@@ -70,9 +70,13 @@ def dim_date(ctx: JobContext) -> JobResult:
     """Calendar days of every year with orders or click events."""
 
     def build(orders: DataFrame, clicks: DataFrame) -> DataFrame:
-        dates = orders.select(F.col("order_date").alias("date")).unionByName(
-            clicks.select(F.col("event_date").alias("date"))
-        )
+        # Each table's first and last date alone: Delta answers a MIN / MAX over one table
+        # from its log (no scan); over the union of both tables' dates it scans every row.
+        bounds = [
+            table.agg(F.min(column).alias("first"), F.max(column).alias("last"))
+            for table, column in ((orders, "order_date"), (clicks, "event_date"))
+        ]
+        dates = bounds[0].unionByName(bounds[1]).select(F.explode(F.array("first", "last")).alias("date"))
         return dates.transform(build_dim_date, date_column="date")
 
     return _dimension_job(
