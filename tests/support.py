@@ -34,6 +34,7 @@ SMALL_SPARK_ENV = {
     "ECOM__SPARK__CONF__spark.databricks.delta.snapshotPartitions": "1",
     "ECOM__SPARK__CONF__spark.sql.codegen.wholeStage": "false",
     "ECOM__SPARK__CONF__spark.sql.codegen.factoryMode": "NO_CODEGEN",
+    "ECOM__SPARK__CONF__spark.sql.autoBroadcastJoinThreshold": "-1",
 }
 CLI_TIMEOUT_S = 1800
 

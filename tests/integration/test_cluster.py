@@ -11,9 +11,10 @@ settings (determinism).
   the files reach bronze in another order), and with five deliveries (orders, order lines,
   customers, clicks, catalogue) each split into two files holding the same rows, the second
   half under the lexically first name (the gzip delivery is split into plain JSON Lines).
-- The run uses 7 shuffle partitions, adaptive execution and compiled expressions, where the
-  reference lake was built in-process with 2 partitions, adaptive execution off and
-  interpreted expressions; its executor JVM is SIGKILLed while a task of silver.orders runs.
+- The run uses 7 shuffle partitions, adaptive execution, compiled expressions and broadcast
+  joins, where the reference lake was built in-process with 2 partitions, adaptive execution
+  off, interpreted expressions and no broadcast joins; its executor JVM is SIGKILLed while a
+  task of silver.orders runs.
 
 Gold must be identical to the session's reference lake by content; silver, quarantine and
 bronze too once each ``_source_file`` is mapped back to the reference file it came from.
@@ -170,12 +171,14 @@ def submit(
     lines: list[str] = []
     # ECOM__SPARK__MASTER of cli_environment() is ignored under spark-submit (pipeline_lib/session.py):
     # --master decides. Its other small settings (2 shuffle partitions, no driver UI) apply,
-    # but not interpreted evaluation: here the expressions are compiled, as in production, and
-    # the tables must still equal the reference lake's (built without code generation).
+    # but not interpreted evaluation nor joins without broadcasts: here the expressions are
+    # compiled and small tables broadcast, as in production, and the tables must still equal
+    # the reference lake's (built without code generation and without broadcast joins).
     environment = cli_environment(
         SPARK_LOCAL_IP="127.0.0.1", **{f"ECOM__SPARK__CONF__{k}": v for k, v in OTHER_SETTINGS.items()}
     )
     del environment["ECOM__SPARK__CONF__spark.sql.codegen.factoryMode"]
+    del environment["ECOM__SPARK__CONF__spark.sql.autoBroadcastJoinThreshold"]
     if os.environ.get("ECOM_HMAC_KEY"):  # the reference hashed e-mails with the caller's key
         environment["ECOM_HMAC_KEY"] = os.environ["ECOM_HMAC_KEY"]
     # One stream: spark-submit forwards the Python driver's stderr (progress, errors) to its stdout.
