@@ -26,7 +26,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType
 
-from pipeline_lib.io.frames import same_rows
+from pipeline_lib.io.frames import count_and_compare
 from pipeline_lib.ops.retry import retry_on_conflict
 
 LAYERS = ("bronze", "silver", "gold", "quarantine", "ops")
@@ -524,10 +524,10 @@ def replace_groups(
     """
     spark = source.sparkSession
     require_columns(source, row_keys, what=f"replace groups in {path}")
-    if not source.isLocal():  # checked, staged (twice: its rows and its keys), counted: compute once
+    if not source.isLocal():  # staged (twice: its rows and its keys), checked, counted: compute once
         source = source.localCheckpoint()
-    assert_unique_keys(source, row_keys, what=f"replace groups in {path}")
     if not table_exists(spark, path):
+        assert_unique_keys(source, row_keys, what=f"replace groups in {path}")
         write_table(source, path, mode="overwrite", properties=properties, user_metadata=user_metadata)
         rows = source.count()
         return MergeCounts(inserted=rows, source_rows=rows)
@@ -544,7 +544,22 @@ def replace_groups(
         .unionByName(gone.withColumn(_DELETE_FLAG, F.lit(True)), allowMissingColumns=True)
         .localCheckpoint()
     )
-    sizes = {bool(r[0]): int(r[1]) for r in staged.groupBy(_DELETE_FLAG).count().collect()}  # two rows
+    # One query sizes both sides and checks the source's row keys (rows to delete come from the
+    # table, whose keys are unique, and match no source key): per flag, the rows and the most
+    # rows of one key. At most two rows.
+    sizes: dict[bool, int] = {}
+    repeated = False
+    for row in (
+        staged.groupBy(_DELETE_FLAG, *row_keys)
+        .count()
+        .groupBy(_DELETE_FLAG)
+        .agg(F.sum("count").alias("rows"), F.max("count").alias("most"))
+        .collect()
+    ):
+        sizes[bool(row[_DELETE_FLAG])] = int(row["rows"])
+        repeated = repeated or (not row[_DELETE_FLAG] and row["most"] > 1)
+    if repeated:
+        assert_unique_keys(source, row_keys, what=f"replace groups in {path}")  # raises, with examples
     if not sizes:
         return None
     changed = changed_condition(source.columns, row_keys)
@@ -621,7 +636,8 @@ def sync_table(
     """
     assert_unique_keys(built, keys, what=f"sync of {path}")
     existing = read_table(built.sparkSession, path).select(*built.columns)
-    if same_rows(built, existing):
+    rows, unchanged = count_and_compare(built, existing)  # one query: the MERGE's source count too
+    if unchanged:
         return None
     changed = changed_condition(built.columns, keys)
     return merge(
@@ -634,7 +650,7 @@ def sync_table(
             .whenNotMatchedBySourceDelete()
         ),
         user_metadata=user_metadata,
-        source_rows=built.count(),
+        source_rows=rows,
     )
 
 

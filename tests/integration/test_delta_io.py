@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from decimal import Decimal
 
 import pytest
@@ -20,6 +21,7 @@ from pipeline_lib.io.delta import (
     read_table,
     register_lake_tables,
     replace_groups,
+    sync_table,
     table_path,
     table_version,
     upsert,
@@ -155,6 +157,40 @@ def test_replace_groups_with_nothing_in_scope_commits_nothing(spark, tmp_path):
 
     assert not replace_groups(empty, path, row_keys=["order_id", "line_no"], scope=empty.select("order_id"))
     assert table_version(spark, path) == 0
+
+
+NULLABLE_LINES = T.StructType([*(T.StructField(f.name, f.dataType, True) for f in LINES.fields)])
+
+
+@pytest.mark.parametrize(
+    ("repeated", "example"),
+    [(("o2", 1), "{'order_id': 'o2', 'line_no': 1}"), ((None, None), "{'order_id': None, 'line_no': None}")],
+)
+def test_replace_groups_refuses_a_repeated_row_key_before_merging(spark, tmp_path, repeated, example):
+    """Into an existing table the keys are checked with the sizes, in one query; a null key is a key."""
+    path = str(tmp_path / "lines")
+    lines = lambda rows: spark.createDataFrame(rows, NULLABLE_LINES)  # noqa: E731
+    replace_groups(lines([("o1", 1, "a")]), path, row_keys=["order_id", "line_no"])
+    source = lines([("o1", 1, "a2"), (*repeated, "b"), ("o3", 1, "c"), (*repeated, "d")]).repartition(2)
+
+    with pytest.raises(DuplicateKeyError, match=rf"repeats in the source, e\.g\. {re.escape(example)}$"):
+        replace_groups(source, path, row_keys=["order_id", "line_no"])
+    assert table_version(spark, path) == 0  # nothing merged
+    changed = replace_groups(source.where("sku != 'd'"), path, row_keys=["order_id", "line_no"])
+    assert changed == MergeCounts(inserted=2, updated=1, deleted=0, source_rows=3)
+
+
+def test_sync_table_commits_only_a_difference_and_counts_its_source(spark, tmp_path):
+    path = str(tmp_path / "orders")
+    write_table(orders(spark, [("o1", "paid", "1.00"), ("o2", "paid", "2.00")]), path, mode="overwrite")
+    same = orders(spark, [("o2", "paid", "2.00"), ("o1", "paid", "1.00")])
+    other = orders(spark, [("o1", "paid", "1.00"), ("o3", "new", None)])
+
+    assert sync_table(same, path, keys=["order_id"], user_metadata=None) is None
+    assert table_version(spark, path) == 0
+    changed = sync_table(other, path, keys=["order_id"], user_metadata=None)
+    assert changed == MergeCounts(inserted=1, updated=0, deleted=1, source_rows=2)
+    assert_df_equality(read_table(spark, path), other, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_table_version_is_the_latest_commit_past_checkpoints_and_odd_folder_names(spark, tmp_path):
