@@ -317,3 +317,23 @@ def test_csv_header_names_columns_as_sparks_csv_reader_does(spark, tmp_path, nam
             name in ("blank_lines_first.csv", "bom_then_blank.csv", "gzipped.csv.gz")
         )
     assert (found is not None and found.names == []) == (name in ("empty.csv", "only_blank.csv"))
+
+
+def test_csv_header_parses_each_distinct_header_line_of_a_batch_once(spark, tmp_path):
+    paths = {}
+    for name, content in HEADERS.items():
+        path = tmp_path / "ingest_date=2026-03-01" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(content)
+        paths[name] = f"file:{path}"
+    parsed: dict[str, list[str]] = {}
+
+    shared = {name: csv_header(spark, path, parsed=parsed) for name, path in sorted(paths.items())}
+
+    assert shared == {name: csv_header(spark, path) for name, path in paths.items()}
+    # bom, cr_only, no_newline and bom_then_blank all start "order_id,status" (after the byte
+    # order mark and blank lines; the gzipped file's mark follows a blank line, so it stays):
+    # one entry, parsed once, for the four.
+    read_lines = [name for name, found in shared.items() if found is not None and found.names]
+    assert len(parsed) == len(read_lines) - 3
+    assert parsed["order_id,status"] == ["order_id", "status"]
