@@ -374,8 +374,8 @@ def csv_header(
 
     Args:
         parsed: Header lines already parsed -> their names, shared by the calls of one batch:
-            parsing a line is a query's analysis (about 60 ms of driver time), and a backfill's
-            files repeat the same header (120 daily files: 7 s of a 25 s job before).
+            parsing a line is a query's analysis, and a backfill's files repeat the same
+            header (measured in ``bench/results/MEASUREMENTS.md``).
 
     Returns:
         The names (``[]`` for a file of blank lines only) and whether blank lines precede them;
@@ -410,12 +410,10 @@ def csv_header(
             return CsvHeader([], after_blank_lines=False)
     finally:
         raw.close()
-    names = parsed.get(line) if parsed is not None else None
-    if names is None:
-        names = _parse_header_line(spark, line)
-        if parsed is not None:
-            parsed[line] = names
-    return CsvHeader(list(names), after_blank_lines=skipped > 0)
+    parsed = {} if parsed is None else parsed
+    if line not in parsed:
+        parsed[line] = _parse_header_line(spark, line)
+    return CsvHeader(list(parsed[line]), after_blank_lines=skipped > 0)
 
 
 def _parse_header_line(spark: SparkSession, line: str) -> list[str]:
