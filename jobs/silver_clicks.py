@@ -106,16 +106,22 @@ def silver_clicks(ctx: JobContext) -> JobResult:
         # Only the silver columns go on: the delivered row (``_bronze``) was for the rules and
         # quarantine, and shuffling and caching it doubled the bytes of both.
         ranked = valid.select(*SILVER_CLICKS_SCHEMA.fieldNames()).transform(rank_clicks).persist()
+        outcomes = count_outcomes(ranked)  # fills the cache: the anti-join reads the batch twice
         batch = ranked.where(F.col(VERSION_OUTCOME) == KEPT).drop(VERSION_OUTCOME)
         # Read three times (its date span, the silver context, the plan): the anti-join with
-        # every silver event_id runs once. (Without silver the batch is already cached.)
-        new_clicks = batch if silver is None else batch.transform(filter_unseen_clicks, seen=silver).persist()
+        # silver's event_ids runs once. (Without silver the batch is already cached.)
+        new_clicks = (
+            batch
+            if silver is None
+            else batch.transform(
+                filter_unseen_clicks, seen=silver, broadcast=outcomes[KEPT] <= settings.broadcast_max_keys
+            ).persist()
+        )
         planned = new_clicks.transform(
             plan_click_changes,
             context=click_context(new_clicks, silver),
             session_gap_minutes=settings.session_gap_minutes,
         ).persist()
-        outcomes = count_outcomes(ranked)
         counts = {
             **count_checked(checked),
             "unique_in_batch": outcomes[KEPT],

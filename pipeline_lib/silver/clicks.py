@@ -309,19 +309,30 @@ def dedupe_clicks(clicks: DataFrame) -> DataFrame:
     return rank_clicks(clicks).where(F.col(VERSION_OUTCOME) == KEPT).drop(VERSION_OUTCOME)
 
 
-def filter_unseen_clicks(clicks: DataFrame, *, seen: DataFrame) -> DataFrame:
+def filter_unseen_clicks(clicks: DataFrame, *, seen: DataFrame, broadcast: bool = True) -> DataFrame:
     """Drop the events whose ``event_id`` is already in ``seen`` (silver): late re-sends.
 
     Args:
         clicks: Rows with ``event_id``.
         seen: Any frame with ``event_id`` (typically the silver table).
+        broadcast: Look the batch's ids up while scanning ``seen`` (the batch's ids are
+            broadcast), then anti-join the few found; False: one sort-merge anti-join, which
+            shuffles every id of ``seen``. The caller chooses by the batch's size
+            (``pipeline.broadcast_max_keys``).
 
     Returns:
         The rows of ``clicks`` whose ``event_id`` is not in ``seen``; a null ``event_id`` is
         never in ``seen`` and is kept. Same columns and grain.
+
+    ``seen`` grows every day and ``clicks`` is one delivery: with ``broadcast`` the work on
+    ``seen`` is one scan of its ``event_id`` column, not a shuffle of it.
     """
-    known = seen.select("event_id").where(F.col("event_id").isNotNull())
-    return clicks.join(known, on="event_id", how="left_anti")
+    if not broadcast:
+        known = seen.select("event_id").where(F.col("event_id").isNotNull())
+        return clicks.join(known, on="event_id", how="left_anti")
+    ids = clicks.select("event_id").where(F.col("event_id").isNotNull())
+    known = seen.select("event_id").join(F.broadcast(ids), on="event_id", how="left_semi")
+    return clicks.join(F.broadcast(known), on="event_id", how="left_anti")
 
 
 def select_click_context(

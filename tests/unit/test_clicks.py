@@ -483,10 +483,22 @@ def test_filter_unseen_clicks_drops_a_late_resend_already_in_silver(spark):
         {"event_id": "e9", "event_ts": at(1), "_ingest_date": dt.date(2024, 3, 5)},
         {"event_id": None, "event_ts": at(2)},
     )
-    seen = frame(spark, [("e1",), (None,)], "event_id string")
-    actual = source.transform(filter_unseen_clicks, seen=seen).select("event_id")
+    seen = frame(spark, [("e1",), (None,), ("e7",)], "event_id string")
     expected = frame(spark, [("e9",), (None,)], "event_id string")
-    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+    for broadcast in (True, False):
+        actual = source.transform(filter_unseen_clicks, seen=seen, broadcast=broadcast).select("event_id")
+        assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_filter_unseen_clicks_scans_silver_without_shuffling_it(spark):
+    """The batch's ids are broadcast to the scan of silver: silver's ids are never shuffled."""
+    source = silver(spark, {"event_id": "e1", "event_ts": at(0), "_ingest_date": dt.date(2024, 3, 5)})
+    seen = frame(spark, [("e1",), ("e2",)], "event_id string")
+    plan = source.transform(filter_unseen_clicks, seen=seen)._jdf.queryExecution().executedPlan().toString()
+    assert "BroadcastHashJoin [event_id" in plan and "LeftSemi" in plan
+    assert "SortMergeJoin" not in plan
+    shuffled = source.transform(filter_unseen_clicks, seen=seen, broadcast=False)
+    assert "SortMergeJoin" in shuffled._jdf.queryExecution().executedPlan().toString()
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
