@@ -114,7 +114,7 @@ def silver_clicks(ctx: JobContext) -> JobResult:
             batch
             if silver is None
             else batch.transform(
-                filter_unseen_clicks, seen=silver, broadcast=outcomes[KEPT] <= settings.broadcast_max_keys
+                filter_unseen_clicks, seen=silver, broadcast=outcomes[KEPT] <= settings.broadcast_max_rows
             ).persist()
         )
         planned = new_clicks.transform(

@@ -180,7 +180,7 @@ class PipelineSettings:
     )
     max_file_bytes: StrictInt = Field(default=2 * 1024**3, ge=1, description="a positive number of bytes")
     max_parallel_jobs: StrictInt = Field(default=2, ge=1, le=64, description="between 1 and 64 jobs at once")
-    broadcast_max_keys: StrictInt = Field(default=2_000_000, ge=0, description="a number of keys, 0 or more")
+    broadcast_max_rows: StrictInt = Field(default=2_000_000, ge=0, description="a number of rows, 0 or more")
 
     @field_validator("source_timezone")
     @classmethod

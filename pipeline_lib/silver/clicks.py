@@ -318,7 +318,7 @@ def filter_unseen_clicks(clicks: DataFrame, *, seen: DataFrame, broadcast: bool 
         broadcast: Look the batch's ids up while scanning ``seen`` (the batch's ids are
             broadcast), then anti-join the few found; False: one sort-merge anti-join, which
             shuffles every id of ``seen``. The caller chooses by the batch's size
-            (``pipeline.broadcast_max_keys``).
+            (``pipeline.broadcast_max_rows``).
 
     Returns:
         The rows of ``clicks`` whose ``event_id`` is not in ``seen``; a null ``event_id`` is
