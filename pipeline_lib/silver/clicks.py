@@ -327,12 +327,11 @@ def filter_unseen_clicks(clicks: DataFrame, *, seen: DataFrame, broadcast: bool 
     ``seen`` grows every day and ``clicks`` is one delivery: with ``broadcast`` the work on
     ``seen`` is one scan of its ``event_id`` column, not a shuffle of it.
     """
-    if not broadcast:
-        known = seen.select("event_id").where(F.col("event_id").isNotNull())
-        return clicks.join(known, on="event_id", how="left_anti")
-    ids = clicks.select("event_id").where(F.col("event_id").isNotNull())
-    known = seen.select("event_id").join(F.broadcast(ids), on="event_id", how="left_semi")
-    return clicks.join(F.broadcast(known), on="event_id", how="left_anti")
+    known = seen.select("event_id").where(F.col("event_id").isNotNull())
+    if broadcast:  # only the batch's ids that silver holds: few, so broadcast them back too
+        ids = clicks.select("event_id").where(F.col("event_id").isNotNull())
+        known = F.broadcast(known.join(F.broadcast(ids), on="event_id", how="left_semi"))
+    return clicks.join(known, on="event_id", how="left_anti")
 
 
 def select_click_context(
