@@ -660,6 +660,13 @@ def popularity_recommendations(
 ) -> DataFrame:
     """Fill each customer's list with popular products: their favourite category, their country, the shop.
 
+    Each customer reaches the first ``top_n`` plus (their rows of ``exclusions``) ranks of
+    each tier, not the whole of ``popular``: a rank below that can never make their list.
+    Of the ranks above an entry of their list, each is excluded (at most that many), already
+    listed by an earlier tier or listed (together fewer than ``top_n``). The depth ``popular``
+    was ranked to, shared by every customer (that of the customer with the most exclusions),
+    multiplied the candidate rows (bench/results/MEASUREMENTS.md, 2026-12-08).
+
     Args:
         profiles: Output of :func:`customer_profiles` (``customer_id``, ``country``, ``favourite_category``).
         popular: Output of :func:`rank_popular_products`.
@@ -673,20 +680,26 @@ def popularity_recommendations(
         tier first, then country, then shop; within a tier by popularity).
     """
     _check_top_n(top_n)
-    tiers = {
-        TIER_CATEGORY: F.col("favourite_category"),
-        TIER_COUNTRY: F.col("country"),
-    }
+    excluded = exclusions.groupBy("customer_id").agg(F.count(F.lit(1)).alias("_excluded"))
+    reach = profiles.join(excluded, on="customer_id", how="left").select(
+        "customer_id",
+        "favourite_category",
+        "country",
+        F.explode(F.sequence(F.lit(1), (F.lit(top_n) + F.coalesce("_excluded", F.lit(0))).cast("int"))).alias(
+            "popularity_rank"
+        ),
+    )
+    tiers = {TIER_CATEGORY: "favourite_category", TIER_COUNTRY: "country"}
     matched = [
-        profiles.join(popular.where(F.col("tier") == tier), on=scope == F.col("scope"), how="inner").select(
-            "customer_id", "tier", "scope", "product_id", "share", "popularity_rank"
-        )
+        reach.select("customer_id", F.col(scope).alias("scope"), "popularity_rank")
+        .join(popular.where(F.col("tier") == tier), on=["scope", "popularity_rank"], how="inner")
+        .select("customer_id", "tier", "scope", "product_id", "share", "popularity_rank")
         for tier, scope in tiers.items()
     ]
-    shop = profiles.select("customer_id").crossJoin(
-        popular.where(F.col("tier") == TIER_SHOP).select(
-            "tier", "scope", "product_id", "share", "popularity_rank"
-        )
+    shop = (
+        reach.select("customer_id", "popularity_rank")
+        .join(popular.where(F.col("tier") == TIER_SHOP), on="popularity_rank", how="inner")
+        .select("customer_id", "tier", "scope", "product_id", "share", "popularity_rank")
     )
     first_tier = Window.partitionBy("customer_id", "product_id").orderBy("tier", "popularity_rank")
     best_first = Window.partitionBy("customer_id").orderBy("tier", "popularity_rank", "product_id")

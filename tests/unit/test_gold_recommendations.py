@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 from decimal import Decimal
 
 import pytest
@@ -424,6 +425,75 @@ def test_popularity_fills_from_the_favourite_category_then_the_country_then_the_
     assert reasons[("C2", "B2")] == "popular in the shop over the last 30 days"
     scores = {(r["customer_id"], r["product_id"]): r["score"] for r in actual.collect()}
     assert scores[("C3", "T1")] == round(2 / 3, 6)
+
+
+def test_popularity_lists_equal_the_whole_rankings_walked_in_order(spark: SparkSession) -> None:
+    """Each customer reads only the first ranks of each tier: the lists are those of the whole rankings.
+
+    Deep, overlapping rankings and customers with up to 15 exclusions, against a reference
+    that walks every tier's whole ranking in order, skips the excluded and the already
+    listed products, and stops at ``top_n``.
+    """
+    generator = random.Random(11)
+    products = [f"P{n:02d}" for n in range(40)]
+    scopes = {1: ["Toys", "Books"], 2: ["FR", "DE"], 3: [None]}
+    popular_rows = []
+    for tier, names in scopes.items():
+        for scope in names:
+            ranked = generator.sample(products, 25 if tier < 3 else 40)
+            popular_rows += [(tier, scope, p, round(1 / (r + 1), 6), r + 1) for r, p in enumerate(ranked)]
+    profiles_rows = []
+    exclusion_rows = []
+    for n in range(30):
+        customer = f"C{n:02d}"
+        category = generator.choice(["Toys", "Books", None])
+        country = generator.choice(["FR", "DE", None])
+        profiles_rows.append((customer, country, category))
+        # Many customers exclude the very products ranked first, some exclude nothing.
+        exclusion_rows += [(customer, p) for p in generator.sample(products, generator.choice([0, 2, 8, 15]))]
+    popular = spark.createDataFrame(
+        popular_rows, "tier int, scope string, product_id string, share double, popularity_rank int"
+    )
+    profiles = spark.createDataFrame(
+        profiles_rows, "customer_id string, country string, favourite_category string"
+    )
+    top_n = 4
+
+    actual = popularity_recommendations(
+        profiles, popular=popular, exclusions=pairs_of(spark, exclusion_rows), top_n=top_n, window_days=30
+    )
+
+    excluded: dict[str, set[str]] = {}
+    for customer, product in exclusion_rows:
+        excluded.setdefault(customer, set()).add(product)
+    expected = {}
+    for customer, country, category in profiles_rows:
+        walk = [
+            row
+            for tier, scope in ((1, category), (2, country))
+            for row in popular_rows
+            if row[:2] == (tier, scope)
+        ]
+        walk += [row for row in popular_rows if row[0] == 3]
+        listed: list[tuple[str, int, float]] = []
+        for tier, _, product, share, _ in walk:
+            if product not in excluded.get(customer, set()) and product not in {p for p, _, _ in listed}:
+                listed.append((product, tier, share))
+        expected[customer] = listed[:top_n]
+    tiers = {
+        "popular in Toys": 1,
+        "popular in Books": 1,
+        "popular in your country": 2,
+        "popular in the shop": 3,
+    }
+    found: dict[str, list[tuple[int, str, int, float]]] = {}
+    for row in actual.collect():
+        tier = next(t for prefix, t in tiers.items() if row["reason"].startswith(prefix))
+        found.setdefault(row["customer_id"], []).append(
+            (row["source_rank"], row["product_id"], tier, row["score"])
+        )
+    assert {c: [(p, t, s) for _, p, t, s in sorted(rows)] for c, rows in found.items()} == expected
+    assert max(len(excluded.get(c, ())) for c in expected) == 15
 
 
 def test_profiles_take_the_crm_country_else_the_latest_ship_to_and_the_strongest_category(
