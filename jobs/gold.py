@@ -181,6 +181,10 @@ def fact_sessions(ctx: JobContext) -> JobResult:
     else:
         changes = inputs.changes("silver.clicks").select("session_id").where(F.col("session_id").isNotNull())
         changed = changes.distinct().localCheckpoint()  # read three times: dates, events, keys to replace
+        if changed.count() <= ctx.config.pipeline.broadcast_max_rows:
+            # A day's sessions, looked up in scans of silver.clicks and of the fact table: sent to
+            # each task instead of shuffling both whole tables to meet them.
+            changed = F.broadcast(changed)
         # The whole rows of the changed sessions' days only (Delta skips the other partitions).
         dates = [row["event_date"] for row in session_dates(clicks, changed).collect()]  # one row per day
         in_dates = F.col("event_date").isin([d for d in dates if d is not None])
