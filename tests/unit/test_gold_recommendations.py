@@ -449,7 +449,7 @@ def test_popularity_lists_equal_the_whole_rankings_walked_in_order(spark: SparkS
         category = generator.choice(["Toys", "Books", None])
         country = generator.choice(["FR", "DE", None])
         profiles_rows.append((customer, country, category))
-        # Many customers exclude the very products ranked first, some exclude nothing.
+        # 0, 2, 8 or 15 products drawn at random: some among a tier's first ranks, some deep.
         exclusion_rows += [(customer, p) for p in generator.sample(products, generator.choice([0, 2, 8, 15]))]
     popular = spark.createDataFrame(
         popular_rows, "tier int, scope string, product_id string, share double, popularity_rank int"
